@@ -1,0 +1,298 @@
+"""The `pyovms` command: OVMS's flags parsed into `Settings`, validated with OVMS's startup messages.
+
+Flags are written as in OVMS (`--port 9000` or `--port=9000`; boolean flags alone mean true). A bad
+combination prints the OVMS message to stderr and exits with status 64 (EX_USAGE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .config import ModelConfig
+
+EX_USAGE = 64
+MAX_PORT = 65535
+MAX_REST_WORKERS = 10000
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 30
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
+DEMO_PORT = 9000
+
+
+class UsageError(Exception):
+    """A flag value or combination OVMS refuses at startup."""
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything the command line configures."""
+
+    port: int = 0
+    """gRPC port; 0 = no gRPC server."""
+    grpc_bind_address: list[str] = field(default_factory=lambda: ["0.0.0.0"])
+    rest_port: int = 0
+    rest_bind_address: list[str] = field(default_factory=lambda: ["0.0.0.0"])
+    grpc_workers: int = 1
+    grpc_max_threads: int | None = None
+    grpc_memory_quota: int | None = None
+    grpc_channel_arguments: str = ""
+    grpc_max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    """Largest gRPC message received or sent, in bytes (1 GiB as in OVMS)."""
+    rest_workers: int | None = None
+    file_system_poll_wait_seconds: int = 1
+    log_level: str = "INFO"
+    log_path: str | None = None
+    cache_dir: str | None = None
+    metrics_enable: bool = False
+    metrics_list: str = ""
+    config_path: str | None = None
+    model: ModelConfig | None = None
+    """The single model of single-model mode (`--model_name` with `--model_path`)."""
+    demo: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Accepted flags that later features serve (CORS, cleaner intervals, config management ...)."""
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value: {text}")
+
+
+def _uint(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"negative value: {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyovms",
+        description="pyovms: OpenVINO models over the KServe v2 API, with OpenVINO Model Server's flags.",
+        allow_abbrev=False,
+    )
+    add = parser.add_argument
+    flag = {"nargs": "?", "const": True, "default": None, "type": _bool}
+    add("--version", action="store_true", help="show the version and exit")
+    add(
+        "--demo",
+        action="store_true",
+        help=f"build a demo model repository locally and serve it (gRPC port {DEMO_PORT})",
+    )
+    server = parser.add_argument_group("server")
+    server.add_argument("--port", type=_uint, default=None, help="gRPC server port (0 = off)")
+    server.add_argument("--grpc_bind_address", default="0.0.0.0", help="comma-separated addresses for gRPC")
+    server.add_argument("--rest_port", type=_uint, default=0, help="REST server port (0 = off)")
+    server.add_argument("--rest_bind_address", default="0.0.0.0", help="comma-separated addresses for REST")
+    server.add_argument("--grpc_workers", type=int, default=1, help="number of gRPC server instances")
+    server.add_argument("--grpc_max_threads", type=_uint, help="maximum gRPC server threads")
+    server.add_argument("--grpc_memory_quota", type=_uint, help="gRPC buffer memory quota in bytes")
+    server.add_argument("--grpc_channel_arguments", default="", help="k=v,k=v passed to the gRPC server")
+    server.add_argument(
+        "--grpc_max_message_size", type=_uint, default=DEFAULT_MAX_MESSAGE_SIZE, help="max gRPC message bytes"
+    )
+    server.add_argument("--rest_workers", type=int, help="REST worker count (2..10000)")
+    server.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="config/version poll period")
+    server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint, default=5)
+    server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint, default=300)
+    server.add_argument("--log_level", default="INFO", help="TRACE, DEBUG, INFO, WARNING or ERROR")
+    server.add_argument("--log_path", help="log file (default: stderr)")
+    server.add_argument("--cache_dir", help="OpenVINO model cache directory")
+    server.add_argument("--cpu_extension", help="shared library with custom CPU layers")
+    server.add_argument("--metrics_enable", **flag, help="serve /metrics on the REST port")
+    server.add_argument("--metrics_list", default="", help="comma-separated metric names")
+    server.add_argument("--allowed_origins", default="*")
+    server.add_argument("--allowed_methods", default="*")
+    server.add_argument("--allowed_headers", default="*")
+    server.add_argument("--allow_credentials", **flag)
+    server.add_argument("--api_key_file")
+    multi = parser.add_argument_group("multi model")
+    multi.add_argument("--config_path", help="config.json (or a directory holding it)")
+    single = parser.add_argument_group("single model")
+    single.add_argument("--model_name")
+    single.add_argument("--model_path")
+    single.add_argument("--batch_size")
+    single.add_argument("--shape")
+    single.add_argument("--layout")
+    single.add_argument("--mean")
+    single.add_argument("--scale")
+    single.add_argument("--color_format")
+    single.add_argument("--precision")
+    single.add_argument("--model_version_policy", help='JSON, e.g. {"latest": {"num_versions": 2}}')
+    single.add_argument("--nireq", type=_uint, default=0)
+    single.add_argument("--target_device")
+    single.add_argument("--plugin_config", help='JSON, e.g. {"NUM_STREAMS": "1"}')
+    single.add_argument("--stateful", **flag)
+    single.add_argument("--idle_sequence_cleanup", **flag)
+    single.add_argument("--low_latency_transformation", **flag)
+    single.add_argument("--max_sequence_number", type=_uint)
+    manage = parser.add_argument_group("config management")
+    manage.add_argument("--list_models", **flag)
+    manage.add_argument("--add_to_config")
+    manage.add_argument("--remove_from_config")
+    manage.add_argument("--model_repository_path")
+    return parser
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    """Parse and validate; raise UsageError with OVMS's message for a bad combination."""
+    args = build_parser().parse_args(argv)
+    return settings_from_args(args)
+
+
+def _valid_address(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+        return True
+    except ValueError:
+        return bool(
+            re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*", address)
+        )
+
+
+def _addresses(text: str, flag_name: str) -> list[str]:
+    addresses = [a.strip() for a in text.split(",") if a.strip()]
+    if not addresses or not all(_valid_address(a) for a in addresses):
+        raise UsageError(f"{flag_name} has invalid format: proper hostname or IP address expected.")
+    return addresses
+
+
+def _json_object(text: str | None, flag_name: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{flag_name} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag_name} must be a JSON object")
+    return value
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    cores = os.cpu_count() or 1
+    model_params = (args.batch_size, args.shape, args.model_version_policy, args.target_device, args.plugin_config)
+    if args.demo and (args.config_path or args.model_name or args.model_path):
+        raise UsageError("--demo serves its own repository; it excludes config_path, model_name and model_path")
+    if args.config_path and (args.model_name or args.model_path):
+        raise UsageError("Use either config_path or model_path with model_name")
+    if not args.demo and not args.config_path and not (args.model_name and args.model_path):
+        raise UsageError("Use config_path or model_path with model_name")
+    if args.config_path and (any(p is not None for p in model_params) or args.nireq):
+        raise UsageError("Model parameters in CLI are exclusive with the config file")
+    if not 1 <= args.grpc_workers <= cores:
+        raise UsageError(f"grpc_workers count should be from 1 to CPU core count : {cores}")
+    port = args.port if args.port is not None else (DEMO_PORT if args.demo else 0)
+    if args.metrics_enable and args.rest_port == 0:
+        raise UsageError("rest_port setting is missing, metrics are enabled on rest port")
+    if not args.metrics_enable and args.metrics_list:
+        raise UsageError("metrics_enable setting is missing, required when metrics_list is provided")
+    if args.rest_port == 0 and port == 0:
+        raise UsageError("port and rest_port cannot both be unset")
+    if args.rest_workers is not None:
+        if not 2 <= args.rest_workers <= MAX_REST_WORKERS:
+            raise UsageError(f"rest_workers count should be from 2 to {MAX_REST_WORKERS}")
+        if args.rest_port == 0:
+            raise UsageError(
+                "rest_workers is set but rest_port is not set. rest_port is required to start rest servers"
+            )
+    if port > MAX_PORT:
+        raise UsageError(f"port number out of range from 0 to {MAX_PORT}")
+    if args.rest_port > MAX_PORT:
+        raise UsageError(f"rest_port number out of range from 0 to {MAX_PORT}")
+    rest_addresses = _addresses(args.rest_bind_address, "rest_bind_address")
+    grpc_addresses = _addresses(args.grpc_bind_address, "grpc_bind_address")
+    if port == args.rest_port and port != 0:
+        raise UsageError("port and rest_port cannot have the same values")
+    if args.cpu_extension and not os.path.exists(args.cpu_extension):
+        raise UsageError(
+            f"File path provided as an --cpu_extension parameter does not exist in the filesystem: {args.cpu_extension}"
+        )
+    if args.log_level not in LOG_LEVELS:
+        raise UsageError("log_level should be one of: TRACE, DEBUG, INFO, WARNING, ERROR")
+    stateful_flags = (args.low_latency_transformation, args.max_sequence_number, args.idle_sequence_cleanup)
+    if any(f is not None for f in stateful_flags) and not args.stateful:
+        raise UsageError(
+            "Setting low_latency_transformation, max_sequence_number and idle_sequence_cleanup require setting "
+            "stateful flag for the model."
+        )
+    try:
+        from .grpc.service import parse_channel_arguments
+
+        parse_channel_arguments(args.grpc_channel_arguments)
+    except ValueError as exc:
+        raise UsageError(f"grpc_channel_arguments: {exc}") from exc
+
+    config_path = args.config_path
+    if config_path and os.path.isdir(config_path):
+        config_path = os.path.join(config_path, "config.json")
+    model = None
+    if args.model_name:
+        model = ModelConfig(
+            name=args.model_name,
+            base_path=os.path.abspath(os.path.expanduser(args.model_path))
+            if "://" not in args.model_path
+            else args.model_path,
+            batch_size=args.batch_size,
+            shape=args.shape,
+            layout=args.layout,
+            model_version_policy=_json_object(args.model_version_policy, "model_version_policy"),
+            nireq=args.nireq,
+            target_device=args.target_device or "CPU",
+            plugin_config=_json_object(args.plugin_config, "plugin_config") or {},
+        )
+    extra_names = (
+        "allowed_origins", "allowed_methods", "allowed_headers", "allow_credentials", "api_key_file",
+        "sequence_cleaner_poll_wait_minutes", "custom_node_resources_cleaner_interval_seconds", "cpu_extension",
+        "mean", "scale", "color_format", "precision", "stateful", "list_models", "add_to_config",
+        "remove_from_config", "model_repository_path",
+    )  # fmt: skip
+    return Settings(
+        port=port,
+        grpc_bind_address=grpc_addresses,
+        rest_port=args.rest_port,
+        rest_bind_address=rest_addresses,
+        grpc_workers=args.grpc_workers,
+        grpc_max_threads=args.grpc_max_threads,
+        grpc_memory_quota=args.grpc_memory_quota,
+        grpc_channel_arguments=args.grpc_channel_arguments,
+        grpc_max_message_size=args.grpc_max_message_size,
+        rest_workers=args.rest_workers,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        log_level=args.log_level,
+        log_path=args.log_path,
+        cache_dir=args.cache_dir,
+        metrics_enable=bool(args.metrics_enable),
+        metrics_list=args.metrics_list,
+        config_path=config_path,
+        model=model,
+        demo=args.demo,
+        extra={name: getattr(args, name) for name in extra_names if getattr(args, name) not in (None, False)},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pyovms` command; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--version" in argv:
+        print(f"pyovms {__version__}")
+        return 0
+    try:
+        settings = parse_settings(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EX_USAGE
+    from .server import run  # imported late: openvino and grpc load only when serving
+
+    return run(settings)

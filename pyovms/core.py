@@ -1,0 +1,91 @@
+"""The protocol-neutral entry every front end calls: health, metadata and inference.
+
+`Server` knows servables and tensors, never a wire format: gRPC and REST front ends translate their messages
+into `pyovms.inference` types, call these methods, and translate the answers (or `ServingError`) back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from . import __version__
+from .errors import ServingError, Status
+from .inference import InferRequest, InferResponse, ModelMetadata, ServerMetadata
+from .repository import Repository, VersionState, check_available
+from .validation import check_requested_outputs, prepare_inputs
+
+log = logging.getLogger("pyovms.core")
+
+SERVER_NAME = "pyovms"
+
+
+class Server:
+    """One model server: a repository plus the readiness flags the health calls report."""
+
+    def __init__(self, repository: Repository | None = None, extensions: list[str] | None = None) -> None:
+        self.repository = repository or Repository()
+        self.extensions = list(extensions or [])
+        self._live = True
+        self._ready = False
+
+    def live(self) -> bool:
+        return self._live
+
+    def ready(self) -> bool:
+        """True once the initial load finished, even when some models failed to load."""
+        return self._ready
+
+    def set_ready(self, ready: bool) -> None:
+        self._ready = ready
+
+    def metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, __version__, list(self.extensions))
+
+    async def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether the named version (default: the highest available) is AVAILABLE."""
+        entry = self.repository.find_version(name, version, zero_is_default=False)
+        return entry.state == VersionState.AVAILABLE
+
+    async def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        entry = self.repository.find_version(name, version, zero_is_default=False)
+        check_available(entry)
+        servable = entry.servable
+        assert servable is not None
+        model = self.repository.get_model(name)
+        versions = sorted(set(model.available_versions()) | {entry.version})
+        return ModelMetadata(
+            name=name,
+            versions=[str(v) for v in versions],
+            platform=servable.platform,
+            inputs=list(servable.inputs.values()),
+            outputs=list(servable.outputs.values()),
+        )
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Validate and run one inference on the model version the request names."""
+        entry = await self.repository.serving_version(request.model_name, request.model_version)
+        servable = entry.servable
+        assert servable is not None
+        check_requested_outputs(servable.outputs, request.outputs)
+        inputs = prepare_inputs(servable.inputs, request)
+        outputs = await servable.infer(inputs, request.outputs)
+        return InferResponse(
+            model_name=request.model_name,
+            model_version=str(entry.version),
+            id=request.id,
+            outputs=outputs,
+        )
+
+    async def infer_stream(self, requests: AsyncIterator[InferRequest]) -> AsyncIterator[InferResponse | ServingError]:
+        """Streaming inference, served by graphs; for any other servable each request gets an error."""
+        async for request in requests:
+            try:
+                self.repository.get_model(request.model_name)
+            except ServingError as exc:
+                yield exc
+                continue
+            yield ServingError(
+                Status.NOT_IMPLEMENTED,
+                f"streaming is served for graphs only; {request.model_name} is a model, use ModelInfer",
+            )

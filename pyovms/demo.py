@@ -1,0 +1,62 @@
+"""A demo model repository built locally with OpenVINO's Python API (nothing is downloaded).
+
+- `dummy`: input `b` FP32 [1,10], output `a` = b + 1 (the classic OVMS test model);
+- `resnet`: an image-shaped model with input `0` and output `1463` FP32 [1,1000] (the shapes of OVMS's KServe
+  sample clients), served with `layout NHWC:NCHW` so clients send [1,224,224,3].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+
+def build_dummy(path: Path) -> Path:
+    """Save the dummy model (a = b + 1) as IR at `path` (a .xml file)."""
+    b = ops.parameter([1, 10], ov.Type.f32, name="b")
+    a = ops.add(b, ops.constant(np.ones((1, 10), dtype=np.float32)))
+    a.output(0).get_tensor().set_names({"a"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.Model([a.output(0)], [b], "dummy"), str(path))
+    return path
+
+
+def build_image_classifier(path: Path, classes: int = 1000, seed: int = 0) -> Path:
+    """Save a small NCHW image classifier: input `0` [1,3,224,224], output `1463` [1,classes] (softmax)."""
+    rng = np.random.default_rng(seed)
+    image = ops.parameter([1, 3, 224, 224], ov.Type.f32, name="0")
+    weights = ops.constant(rng.standard_normal((16, 3, 4, 4)).astype(np.float32) * 0.01)
+    features = ops.relu(ops.convolution(image, weights, [4, 4], [0, 0], [0, 0], [1, 1]))
+    pooled = ops.reduce_mean(features, ops.constant(np.array([2, 3], dtype=np.int64)), keep_dims=False)
+    dense = ops.matmul(pooled, ops.constant(rng.standard_normal((16, classes)).astype(np.float32)), False, False)
+    probabilities = ops.softmax(dense, 1)
+    probabilities.output(0).get_tensor().set_names({"1463"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.Model([probabilities.output(0)], [image], "resnet"), str(path))
+    return path
+
+
+def default_demo_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "pyovms" / "demo"
+
+
+def build_demo_repository(root: Path | None = None) -> Path:
+    """Write the demo models and their config.json under `root`; return the config path."""
+    root = root or default_demo_dir()
+    build_dummy(root / "dummy" / "1" / "model.xml")
+    build_image_classifier(root / "resnet" / "1" / "model.xml")
+    config = {
+        "model_config_list": [
+            {"config": {"name": "dummy", "base_path": "dummy"}},
+            {"config": {"name": "resnet", "base_path": "resnet", "layout": "NHWC:NCHW"}},
+        ]
+    }
+    config_path = root / "config.json"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return config_path

@@ -1,0 +1,83 @@
+"""The one error type that leaves the core, and the OVMS status codes with their base messages.
+
+Every failure is a `ServingError` carrying a `Status` (the OVMS status name and its fixed base message) and
+optional details. On the wire it reads `"<base message> - <details>"`, the form OVMS clients match on. Front
+ends translate the status into their own codes (`pyovms.grpc.status` for gRPC); the core never imports a
+wire library.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.Enum):
+    """OVMS status codes used by pyovms, each with the base message OVMS sends."""
+
+    OK = ""
+    # Servable lookup and versions
+    MODEL_NAME_MISSING = "Model with requested name is not found"
+    MODEL_VERSION_MISSING = "Model with requested version is not found"
+    MODEL_VERSION_NOT_LOADED_ANYMORE = "Model with requested version is retired"
+    MODEL_VERSION_NOT_LOADED_YET = "Model with requested version is not loaded yet"
+    MODEL_VERSION_INVALID_FORMAT = "invalid model version format in request"
+    # Request validation
+    INVALID_NO_OF_INPUTS = "Invalid number of inputs"
+    INVALID_MISSING_INPUT = "Missing input with specific name"
+    INVALID_MISSING_OUTPUT = "Missing output with specific name"
+    INVALID_NO_OF_SHAPE_DIMENSIONS = "Invalid number of shape dimensions"
+    INVALID_BATCH_SIZE = "Invalid input batch size"
+    INVALID_SHAPE = "Invalid input shape"
+    INVALID_PRECISION = "Invalid input precision"
+    INVALID_VALUE_COUNT = "Invalid number of values in tensor proto container"
+    INVALID_CONTENT_SIZE = "Invalid content size of tensor proto"
+    INVALID_MESSAGE_STRUCTURE = (
+        "Passing buffers both in ModelInferRequest::InferInputTensor::contents and in "
+        "ModelInferRequest::raw_input_contents is not allowed"
+    )
+    INVALID_INPUT_FORMAT = "Inputs inside buffer does not match expected format."
+    INVALID_STRING_INPUT = "Invalid string input"
+    INVALID_STRING_MAX_SIZE_EXCEEDED = "Maximum 2D array after string conversion exceeded 1GB"
+    BYTES_CONTENTS_EMPTY = "Bytes contents is empty"
+    REQUEST_UNPARSABLE = "Request could not be parsed"
+    NOT_IMPLEMENTED = "Functionality not implemented"
+    # Execution
+    OV_INTERNAL_INFERENCE_ERROR = "Internal inference error"
+    OV_INTERNAL_SERIALIZATION_ERROR = "Internal serialization error"
+    INTERNAL_ERROR = "Internal server error"
+    # Loading and configuration
+    PATH_INVALID = "The provided base path is invalid or doesn't exists"
+    FILE_INVALID = "File not found or cannot open"
+    JSON_INVALID = "The file is not valid json"
+    NO_MODEL_VERSION_AVAILABLE = "Not a single model version directory has valid numeric name"
+    SHAPE_WRONG_FORMAT = "The provided shape is in wrong format"
+    LAYOUT_WRONG_FORMAT = "The provided layout is in wrong format"
+    PLUGIN_CONFIG_WRONG_FORMAT = "Plugin config is in wrong format"
+    MODEL_VERSION_POLICY_WRONG_FORMAT = "Model version policy is in wrong format"
+    RESHAPE_ERROR = "Model could not be reshaped with requested shape"
+    CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE = "Cannot compile model into target device"
+    NETWORK_NOT_LOADED = "Error while loading a network"
+
+    @property
+    def message(self) -> str:
+        """The fixed base message of this status."""
+        return self.value
+
+
+class ServingError(Exception):
+    """A failure with an OVMS status; `str()` gives the wire message `<base> - <details>`."""
+
+    def __init__(self, status: Status, details: str = "") -> None:
+        self.status = status
+        self.details = details
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """The full message as clients see it."""
+        if self.details:
+            return f"{self.status.message} - {self.details}"
+        return self.status.message
+
+    def __repr__(self) -> str:
+        return f"ServingError({self.status.name}, {self.details!r})"

@@ -1,0 +1,99 @@
+"""Protobuf messages <-> core types, one function per direction and message.
+
+Raw input buffers are handed over as the bytes objects protobuf returns (numpy views are taken over them
+later, without another copy); typed contents are passed as the protobuf message itself, which has the field
+names `pyovms.inference.TensorContents` expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ServingError
+from ..inference import InferInput, InferRequest, InferResponse, ModelMetadata, ServerMetadata, TensorSpec
+from .generated import grpc_predict_v2_pb2 as pb
+
+
+def parameters_from_pb(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    values = {}
+    for key, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        values[key] = getattr(parameter, choice) if choice else None
+    return values
+
+
+def parameters_to_pb(values: Mapping[str, Any], target: Any) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool):
+            target[key].bool_param = value
+        elif isinstance(value, int):
+            target[key].int64_param = value
+        else:
+            target[key].string_param = str(value)
+
+
+def infer_request_from_pb(message: pb.ModelInferRequest) -> InferRequest:
+    raw = message.raw_input_contents
+    raw_count = len(raw)
+    inputs = []
+    for index, tensor in enumerate(message.inputs):
+        inputs.append(
+            InferInput(
+                name=tensor.name,
+                datatype=tensor.datatype,
+                shape=tuple(tensor.shape),
+                contents=tensor.contents if tensor.HasField("contents") else None,
+                raw=raw[index] if index < raw_count else None,
+                parameters=parameters_from_pb(tensor.parameters) if tensor.parameters else {},
+            )
+        )
+    return InferRequest(
+        model_name=message.model_name,
+        model_version=message.model_version,
+        id=message.id,
+        inputs=inputs,
+        outputs=[output.name for output in message.outputs],
+        parameters=parameters_from_pb(message.parameters) if message.parameters else {},
+        raw_input_count=raw_count,
+    )
+
+
+def infer_response_to_pb(response: InferResponse) -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=response.id,
+        outputs=[
+            pb.ModelInferResponse.InferOutputTensor(name=o.name, datatype=o.datatype, shape=o.shape)
+            for o in response.outputs
+        ],
+        raw_output_contents=[o.raw for o in response.outputs],
+    )
+    if response.parameters:
+        parameters_to_pb(response.parameters, message.parameters)
+    return message
+
+
+def stream_item_to_pb(item: InferResponse | ServingError) -> pb.ModelStreamInferResponse:
+    if isinstance(item, ServingError):
+        return pb.ModelStreamInferResponse(error_message=item.message)
+    return pb.ModelStreamInferResponse(infer_response=infer_response_to_pb(item))
+
+
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=spec.metadata_shape)
+
+
+def model_metadata_to_pb(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=metadata.name,
+        versions=metadata.versions,
+        platform=metadata.platform,
+        inputs=[_tensor_metadata(s) for s in metadata.inputs],
+        outputs=[_tensor_metadata(s) for s in metadata.outputs],
+    )
+
+
+def server_metadata_to_pb(metadata: ServerMetadata) -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=metadata.name, version=metadata.version, extensions=metadata.extensions)

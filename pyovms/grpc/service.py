@@ -1,0 +1,184 @@
+"""`inference.GRPCInferenceService` on grpc.aio: each RPC parses its message, calls the core, encodes the answer.
+
+Handlers receive the request bytes and parse them themselves, so that a message that does not parse is
+answered INVALID_ARGUMENT with a message (a plain grpc.aio server would answer UNKNOWN). Core errors become
+their gRPC code with the OVMS message; any other exception becomes INTERNAL and its traceback is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from ..core import Server
+from ..errors import ServingError, Status
+from . import converters
+from .generated import grpc_predict_v2_pb2 as pb
+from .status import grpc_code
+
+log = logging.getLogger("pyovms.grpc")
+
+SERVICE_NAME = "inference.GRPCInferenceService"
+
+M = TypeVar("M", bound=Message)
+
+
+def _parse(message_type: type[M], data: bytes) -> M:
+    try:
+        return message_type.FromString(data)
+    except DecodeError as exc:
+        raise ServingError(Status.REQUEST_UNPARSABLE, f"{message_type.__name__}: {exc}") from exc
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+async def _answer(context: grpc.aio.ServicerContext, method: str, call: Callable[[], Awaitable[Message]]) -> Message:
+    try:
+        return await call()
+    except ServingError as exc:
+        log.debug("%s: %s", method, exc.message)
+        await context.abort(grpc_code(exc.status), exc.message)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s failed", method)
+        await context.abort(grpc.StatusCode.INTERNAL, Status.INTERNAL_ERROR.message)
+    raise AssertionError("unreachable")  # abort() raises
+
+
+class InferenceService:
+    """The KServe v2 RPCs, bound to one core `Server`."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def server_live(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            _parse(pb.ServerLiveRequest, data)
+            return pb.ServerLiveResponse(live=self.server.live())
+
+        return await _answer(context, "ServerLive", call)
+
+    async def server_ready(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            _parse(pb.ServerReadyRequest, data)
+            return pb.ServerReadyResponse(ready=self.server.ready())
+
+        return await _answer(context, "ServerReady", call)
+
+    async def server_metadata(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            _parse(pb.ServerMetadataRequest, data)
+            return converters.server_metadata_to_pb(self.server.metadata())
+
+        return await _answer(context, "ServerMetadata", call)
+
+    async def model_ready(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.ModelReadyRequest, data)
+            return pb.ModelReadyResponse(ready=await self.server.model_ready(request.name, request.version))
+
+        return await _answer(context, "ModelReady", call)
+
+    async def model_metadata(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.ModelMetadataRequest, data)
+            metadata = await self.server.model_metadata(request.name, request.version)
+            return converters.model_metadata_to_pb(metadata)
+
+        return await _answer(context, "ModelMetadata", call)
+
+    async def model_infer(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = converters.infer_request_from_pb(_parse(pb.ModelInferRequest, data))
+            return converters.infer_response_to_pb(await self.server.infer(request))
+
+        return await _answer(context, "ModelInfer", call)
+
+    async def model_stream_infer(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Message]:
+        """Each request of the stream gets one answer; errors travel in `error_message`, the stream goes on."""
+
+        async def parsed() -> AsyncIterator[Any]:
+            async for data in requests:
+                yield converters.infer_request_from_pb(_parse(pb.ModelInferRequest, data))
+
+        try:
+            async for item in self.server.infer_stream(parsed()):
+                yield converters.stream_item_to_pb(item)
+        except ServingError as exc:
+            yield converters.stream_item_to_pb(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("ModelStreamInfer failed")
+            await context.abort(grpc.StatusCode.INTERNAL, Status.INTERNAL_ERROR.message)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler to register on a grpc.aio server."""
+        unary = {
+            "ServerLive": self.server_live,
+            "ServerReady": self.server_ready,
+            "ServerMetadata": self.server_metadata,
+            "ModelReady": self.model_ready,
+            "ModelMetadata": self.model_metadata,
+            "ModelInfer": self.model_infer,
+        }
+        methods: dict[str, grpc.RpcMethodHandler] = {
+            name: grpc.unary_unary_rpc_method_handler(fn, response_serializer=_serialize) for name, fn in unary.items()
+        }
+        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self.model_stream_infer, response_serializer=_serialize
+        )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
+    """`k=v,k=v` (OVMS's --grpc_channel_arguments) as grpc options; integer values become ints."""
+    options: list[tuple[str, Any]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"grpc channel argument must be key=value: {item}")
+        value = value.strip()
+        try:
+            options.append((key.strip(), int(value)))
+        except ValueError:
+            options.append((key.strip(), value))
+    return options
+
+
+async def start_grpc_server(
+    server: Server,
+    port: int,
+    bind_addresses: list[str],
+    max_message_size: int,
+    channel_arguments: list[tuple[str, Any]],
+) -> grpc.aio.Server:
+    """Create, bind and start the gRPC server; raise OSError when an address cannot be bound."""
+    options: dict[str, Any] = {
+        "grpc.max_send_message_length": max_message_size,
+        "grpc.max_receive_message_length": max_message_size,
+        "grpc.so_reuseport": 0,
+    }
+    options.update(dict(channel_arguments))
+    grpc_server = grpc.aio.server(options=list(options.items()))
+    grpc_server.add_generic_rpc_handlers((InferenceService(server).handler(),))
+    for address in bind_addresses:
+        host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+        try:
+            bound = grpc_server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:
+            raise OSError(f"cannot bind gRPC server to {host}:{port}: {exc}") from exc
+        if bound == 0:
+            raise OSError(f"cannot bind gRPC server to {host}:{port}")
+    await grpc_server.start()
+    return grpc_server

@@ -1,0 +1,201 @@
+"""The model repository: models by name, their versions, version states and default versions.
+
+Each version moves through OVMS's states START -> LOADING -> AVAILABLE -> UNLOADING -> END; a version that
+failed to load stays LOADING with error code UNKNOWN. Only AVAILABLE versions serve; the default version
+is the highest AVAILABLE one. Loading runs in worker threads so the event loop keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openvino as ov
+
+from .config import ModelConfig
+from .errors import ServingError, Status
+from .openvino_model import OpenVinoModel
+from .version_policy import VersionPolicy
+
+log = logging.getLogger("pyovms.repository")
+
+LOAD_WAIT_S = 10.0
+LOAD_POLL_S = 0.1
+_VERSION_RE = re.compile(r"-?(0|[1-9][0-9]*)")
+_INT64_MAX = (1 << 63) - 1
+
+
+class VersionState(enum.IntEnum):
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50
+
+
+@dataclass(slots=True)
+class ModelVersion:
+    """One version of a model and its state."""
+
+    model_name: str
+    version: int
+    state: VersionState = VersionState.START
+    error_code: str = "OK"
+    """OK, UNKNOWN (load failed) or FAILED_PRECONDITION, as OVMS reports them."""
+    failure: str = ""
+    servable: OpenVinoModel | None = None
+
+    def set_state(self, state: VersionState, error_code: str = "OK") -> None:
+        self.state, self.error_code = state, error_code
+        log.info(
+            'STATUS CHANGE: Version %d of model %s status change. New status: ( "state": "%s", "error_code": "%s" )',
+            self.version,
+            self.model_name,
+            state.name,
+            error_code,
+        )
+
+    @property
+    def load_failed(self) -> bool:
+        return self.state == VersionState.LOADING and self.error_code != "OK"
+
+
+@dataclass(slots=True)
+class Model:
+    """A named model with its versions."""
+
+    name: str
+    config: ModelConfig
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+
+    def default_version(self) -> ModelVersion | None:
+        """The highest AVAILABLE version."""
+        available = [v for v in self.versions.values() if v.state == VersionState.AVAILABLE]
+        return max(available, key=lambda v: v.version) if available else None
+
+    def available_versions(self) -> list[int]:
+        return sorted(v.version for v in self.versions.values() if v.state == VersionState.AVAILABLE)
+
+
+def parse_version(text: str) -> int:
+    """A request's version string as an int (empty = 0); INVALID_ARGUMENT unless `-?[0-9]+` without leading zero."""
+    if text == "":
+        return 0
+    if not _VERSION_RE.fullmatch(text) or text == "-0" or abs(int(text)) > _INT64_MAX:
+        raise ServingError(Status.MODEL_VERSION_INVALID_FORMAT, f"version: {text}")
+    return int(text)
+
+
+def version_directories(base_path: Path) -> list[int]:
+    """Positive integer subdirectories of a model directory; a single model file is version 1."""
+    if base_path.is_file():
+        return [1]
+    if not base_path.is_dir():
+        raise ServingError(Status.PATH_INVALID, str(base_path))
+    versions = []
+    for entry in base_path.iterdir():
+        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
+            versions.append(int(entry.name))
+    return sorted(versions)
+
+
+class Repository:
+    """All models of the server."""
+
+    def __init__(self, core: ov.Core | None = None) -> None:
+        self.core = core or ov.Core()
+        self.models: dict[str, Model] = {}
+
+    async def load(self, configs: list[ModelConfig]) -> None:
+        """Load every configured model; a model that fails leaves the others serving."""
+        for config in configs:
+            model = Model(config.name, config)
+            self.models[config.name] = model
+        await asyncio.gather(*(self._load_model(self.models[c.name]) for c in configs))
+
+    async def _load_model(self, model: Model) -> None:
+        config = model.config
+        try:
+            policy = VersionPolicy.parse(config.model_version_policy)
+            base_path = Path(config.base_path)
+            if not config.base_path or "://" in config.base_path:
+                raise ServingError(Status.PATH_INVALID, config.base_path or "base_path is not set")
+            on_disk = version_directories(base_path)
+            if not on_disk:
+                raise ServingError(Status.NO_MODEL_VERSION_AVAILABLE, str(base_path))
+        except (ServingError, ValueError) as exc:
+            log.error("model %s not loaded: %s", model.name, exc)
+            return
+        remaining = list(on_disk)
+        while True:
+            to_load = [v for v in policy.select(remaining) if v not in model.versions]
+            if not to_load:
+                break
+            for version in to_load:
+                model.versions[version] = ModelVersion(model.name, version)
+            results = await asyncio.gather(*(self._load_version(model, v, base_path) for v in to_load))
+            failed = [v for v, ok in zip(to_load, results, strict=True) if not ok]
+            if not failed:
+                break
+            # The policy is applied again without the failed versions: `latest 1` falls back to the next one.
+            remaining = [v for v in remaining if v not in failed]
+
+    async def _load_version(self, model: Model, version: int, base_path: Path) -> bool:
+        entry = model.versions[version]
+        entry.set_state(VersionState.LOADING)
+        path = base_path if base_path.is_file() else base_path / str(version)
+        try:
+            servable = await asyncio.to_thread(OpenVinoModel.load, self.core, model.config, version, path)
+        except Exception as exc:
+            entry.failure = str(exc)
+            entry.set_state(VersionState.LOADING, "UNKNOWN")
+            log.error("Error occurred while loading model: %s; version: %d; error: %s", model.name, version, exc)
+            return False
+        entry.servable = servable
+        entry.set_state(VersionState.AVAILABLE)
+        log.info("Loaded model %s; version: %d; nireq: %d", model.name, version, servable.nireq)
+        return True
+
+    def get_model(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise ServingError(Status.MODEL_NAME_MISSING, f"name: {name}")
+        return model
+
+    def find_version(self, name: str, version_text: str, *, zero_is_default: bool) -> ModelVersion:
+        """The version a request names: explicit, or the default one for an empty (or, for infer, `0`) version."""
+        version = parse_version(version_text)
+        model = self.get_model(name)
+        if version == 0 and (zero_is_default or version_text == ""):
+            entry = model.default_version()
+            if entry is None:
+                raise ServingError(Status.MODEL_VERSION_MISSING, f"name: {name}; no version is available")
+            return entry
+        entry = model.versions.get(version)
+        if entry is None:
+            raise ServingError(Status.MODEL_VERSION_MISSING, f"name: {name}; version: {version}")
+        return entry
+
+    async def serving_version(self, name: str, version_text: str) -> ModelVersion:
+        """The AVAILABLE version an inference runs on, waiting up to 10 s for one still loading."""
+        entry = self.find_version(name, version_text, zero_is_default=True)
+        waited = 0.0
+        while entry.state < VersionState.AVAILABLE and not entry.load_failed and waited < LOAD_WAIT_S:
+            await asyncio.sleep(LOAD_POLL_S)
+            waited += LOAD_POLL_S
+        check_available(entry)
+        return entry
+
+
+def check_available(entry: ModelVersion) -> None:
+    """Raise the OVMS error for a version that is not AVAILABLE."""
+    where = f"name: {entry.model_name}; version: {entry.version}"
+    if entry.state > VersionState.AVAILABLE:
+        raise ServingError(Status.MODEL_VERSION_NOT_LOADED_ANYMORE, where)
+    if entry.state < VersionState.AVAILABLE:
+        details = f"{where}; loading failed: {entry.failure}" if entry.load_failed else where
+        raise ServingError(Status.MODEL_VERSION_NOT_LOADED_YET, details)

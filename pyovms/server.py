@@ -1,0 +1,116 @@
+"""Process wiring: logging, the repository, the gRPC server, signals, start-up and shutdown.
+
+Start-up order follows OVMS: the gRPC server answers (live, not ready) before models load; ServerReady turns
+true when the initial load finishes, whatever the outcome of each model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .cli import Settings
+from .config import ModelConfig, load_config
+from .core import Server
+from .errors import ServingError
+from .grpc.service import parse_channel_arguments, start_grpc_server
+from .repository import Repository
+
+log = logging.getLogger("pyovms.server")
+
+TRACE = 5
+SHUTDOWN_GRACE_S = 5.0
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.addLevelName(TRACE, "TRACE")
+    level = TRACE if settings.log_level == "TRACE" else getattr(logging, settings.log_level)
+    handler: logging.Handler
+    handler = logging.FileHandler(settings.log_path) if settings.log_path else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(process)d][%(name)s][%(levelname)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("pyovms").setLevel(level)
+
+
+def _model_configs(settings: Settings) -> list[ModelConfig]:
+    if settings.demo:
+        from .demo import build_demo_repository
+
+        config_path = build_demo_repository()
+        log.info("Demo repository built in %s", config_path.parent)
+        return load_config(config_path).models
+    if settings.config_path:
+        config = load_config(settings.config_path)
+        for section in config.extra:
+            log.warning("config section %s is accepted but not served yet", section)
+        return config.models
+    assert settings.model is not None
+    return [settings.model]
+
+
+def _warn_not_served(settings: Settings) -> None:
+    if settings.rest_port:
+        log.warning("rest_port %d: the REST API is not served yet; only gRPC is", settings.rest_port)
+    if settings.grpc_workers > 1:
+        log.warning("grpc_workers %d: one gRPC server instance is used", settings.grpc_workers)
+    for name in settings.extra:
+        log.debug("flag %s accepted; it has no effect yet", name)
+
+
+async def serve(settings: Settings) -> int:
+    """Run the server until SIGINT or SIGTERM; return the exit status."""
+    try:
+        configs = _model_configs(settings)
+    except ServingError as exc:
+        log.error("Couldn't start model manager: %s", exc.message)
+        return 1
+    _warn_not_served(settings)
+    repository = Repository()
+    if settings.cache_dir:
+        Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
+        repository.core.set_property({"CACHE_DIR": settings.cache_dir})
+        log.info("Model cache is enabled: %s", settings.cache_dir)
+    server = Server(repository)
+    grpc_server = None
+    if settings.port:
+        try:
+            grpc_server = await start_grpc_server(
+                server,
+                settings.port,
+                settings.grpc_bind_address,
+                settings.grpc_max_message_size,
+                parse_channel_arguments(settings.grpc_channel_arguments),
+            )
+        except OSError as exc:
+            log.error("Failed to start gRPC server: %s", exc)
+            return 1
+        log.info("Started gRPC server on port %d (%s)", settings.port, ",".join(settings.grpc_bind_address))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    async def initial_load() -> None:
+        await repository.load(configs)
+        server.set_ready(True)
+        log.info("Server ready: initial load of %d model(s) finished", len(configs))
+
+    loader = asyncio.create_task(initial_load())
+    await stop.wait()
+    log.info("Shutting down")
+    server.set_ready(False)
+    loader.cancel()
+    if grpc_server is not None:
+        await grpc_server.stop(SHUTDOWN_GRACE_S)
+    return 0
+
+
+def run(settings: Settings) -> int:
+    configure_logging(settings)
+    return asyncio.run(serve(settings))
