@@ -1,0 +1,76 @@
+"""Start the real `pyovms` command as a subprocess on 127.0.0.1 and a free port, and stop it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pyovms ARGS` to completion (for flags that make it exit)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pyovms", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+class ServerProcess:
+    """A running `pyovms` server; `address` is host:port of its gRPC API."""
+
+    def __init__(self, args: list[str], log_path: Path, wait_ready: bool = True, timeout: float = 90) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        command = [sys.executable, "-m", "pyovms", "--port", str(self.port), "--grpc_bind_address", "127.0.0.1"]
+        command += ["--log_level", "DEBUG", *args]
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.channel = grpc.insecure_channel(
+            self.address, options=[("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)]
+        )
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+        if wait_ready:
+            self.wait_ready(timeout)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pyovms exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if self.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=1).ready:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"pyovms was not ready within {timeout} s:\n{self.log()}")
+
+    def stop(self) -> int | None:
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+        return self.process.returncode
