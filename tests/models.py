@@ -47,7 +47,9 @@ def write_mapping(version_dir: Path, inputs: dict[str, str], outputs: dict[str, 
     (version_dir / "mapping_config.json").write_text(json.dumps({"inputs": inputs, "outputs": outputs}))
 
 
-def build_passthrough(version_dir: Path, ov_type: ov.Type, shape: list[int], in_name: str = "in", out_name: str = "out"):
+def build_passthrough(
+    version_dir: Path, ov_type: ov.Type, shape: list[int], in_name: str = "in", out_name: str = "out"
+):
     """Parameter straight to Result: keeps every value (OpenVINO's CPU plugin computes 64-bit types in 32 bits).
 
     The input and output share one tensor and so its names; mapping_config.json gives them distinct names.

@@ -39,7 +39,8 @@ class ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self.channel = grpc.insecure_channel(
-            self.address, options=[("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)]
+            self.address,
+            options=[("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)],
         )
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
         if wait_ready:
