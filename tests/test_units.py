@@ -1,0 +1,180 @@
+"""Unit tests of the protocol-neutral pieces: tensors, shapes, version policy, errors, status table, config."""
+
+from __future__ import annotations
+
+import json
+import struct
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pyovms import tensors
+from pyovms.config import load_config
+from pyovms.errors import ServingError, Status
+from pyovms.grpc.status import GRPC_CODES, grpc_code
+from pyovms.inference import InferInput, InferOutput, InferRequest, TensorSpec
+from pyovms.repository import parse_version
+from pyovms.shapes import Dim, format_dims, parse_shape
+from pyovms.validation import prepare_inputs
+from pyovms.version_policy import VersionPolicy
+
+
+def test_bytes_framing_round_trip():
+    items = [b"", b"a", "zażółć".encode(), bytes(range(256))]
+    framed = tensors.join_bytes(items)
+    assert framed[:4] == struct.pack("<I", 0)
+    assert tensors.split_bytes(framed) == items
+
+
+@pytest.mark.parametrize("buffer", [b"\x05\x00\x00\x00abc", b"\x01\x00\x00\x00ab", b"\x01\x00"])
+def test_bytes_framing_rejects_broken_buffers(buffer):
+    assert tensors.split_bytes(buffer) is None
+
+
+def test_raw_decode_is_a_view_without_copy():
+    buffer = np.arange(6, dtype="<f4").tobytes()
+    array = tensors.decode_raw(tensors.DATATYPES["FP32"], (2, 3), buffer)
+    assert array.base is not None and not array.flags.owndata
+    np.testing.assert_array_equal(array, np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_contents_decode_casts_like_c():
+    contents = SimpleNamespace(int_contents=[300, -129, 5])
+    array = tensors.decode_contents(tensors.DATATYPES["INT8"], (3,), contents)
+    assert array.dtype == np.int8 and array.tolist() == [44, 127, 5]
+
+
+def test_openvino_types_map_to_kserve_and_ovms_precisions():
+    assert tensors.from_openvino("f32") == ("FP32", "FP32")
+    assert tensors.from_openvino("i64") == ("INT64", "I64")
+    assert tensors.from_openvino("string") == ("BYTES", "STRING")
+    assert tensors.from_openvino("bf16") == ("INVALID", "BF16")
+
+
+def test_output_encoding_of_strings_and_numbers():
+    output = InferOutput.from_array("s", np.array([b"ab", b"c"], dtype=object))
+    assert (output.datatype, output.shape) == ("BYTES", (2,))
+    assert output.as_numpy().tolist() == [b"ab", b"c"]
+    number = InferOutput.from_array("n", np.array([[1, 2]], dtype=np.uint16))
+    assert (number.datatype, number.shape, number.raw) == ("UINT16", (1, 2), b"\x01\x00\x02\x00")
+
+
+def test_strings_from_2d_cut_at_first_nul():
+    rows = np.array([[97, 98, 0, 99], [100, 101, 102, 103]], dtype=np.uint8)
+    assert tensors.strings_from_2d(rows).tolist() == [b"ab", b"defg"]
+
+
+@pytest.mark.parametrize(
+    ("text", "dims"),
+    [("(1,3,224,224)", "(1,3,224,224)"), ("[1, -1]", "(1,-1)"), ("(1:4,10)", "([1~4],10)"), ("()", "()")],
+)
+def test_parse_shape(text, dims):
+    assert format_dims(parse_shape(text)) == dims
+
+
+@pytest.mark.parametrize("text", ["1,3", "(1,a)", "(4:1)", "(-2)"])
+def test_parse_shape_rejects(text):
+    with pytest.raises(ValueError):
+        parse_shape(text)
+
+
+def test_dim_accepts():
+    assert Dim.static(3).accepts(3) and not Dim.static(3).accepts(4)
+    assert Dim.any().accepts(0) and Dim.any().accepts(10**9)
+    assert Dim(2, 5).accepts(5) and not Dim(2, 5).accepts(1)
+    assert Dim(2, 5).metadata_value == -1 and Dim.static(7).metadata_value == 7
+
+
+@pytest.mark.parametrize(
+    ("policy", "selected"),
+    [
+        (None, [5]),
+        ({"all": {}}, [1, 2, 5]),
+        ({"latest": {"num_versions": 2}}, [2, 5]),
+        ({"specific": {"versions": [1, 3]}}, [1]),
+    ],
+)
+def test_version_policy_select(policy, selected):
+    assert VersionPolicy.parse(policy).select([5, 1, 2]) == selected
+
+
+@pytest.mark.parametrize(
+    "policy", [{"latest": {"num_versions": 0}}, {"all": {}, "latest": {}}, {"specific": {}}, {"newest": {}}]
+)
+def test_version_policy_rejects(policy):
+    with pytest.raises(ValueError):
+        VersionPolicy.parse(policy)
+
+
+@pytest.mark.parametrize(("text", "value"), [("", 0), ("0", 0), ("7", 7), ("-3", -3)])
+def test_parse_version(text, value):
+    assert parse_version(text) == value
+
+
+@pytest.mark.parametrize("text", ["01", "abc", "1.0", " 1", "-0", "99999999999999999999"])
+def test_parse_version_rejects(text):
+    with pytest.raises(ServingError) as info:
+        parse_version(text)
+    assert info.value.status is Status.MODEL_VERSION_INVALID_FORMAT
+
+
+def test_error_message_format():
+    error = ServingError(Status.INVALID_NO_OF_INPUTS, "Expected: 1; Actual: 2")
+    assert str(error) == "Invalid number of inputs - Expected: 1; Actual: 2"
+    assert ServingError(Status.MODEL_NAME_MISSING).message == "Model with requested name is not found"
+
+
+def test_every_status_has_a_grpc_code_and_none_is_unknown():
+    import grpc
+
+    assert set(GRPC_CODES) == set(Status)
+    assert all(grpc_code(status) is not grpc.StatusCode.UNKNOWN for status in Status)
+
+
+def test_validation_order_count_before_names():
+    spec = {"b": TensorSpec("b", "FP32", "FP32", (Dim.static(1), Dim.static(2)), 0)}
+    request = InferRequest("m", inputs=[InferInput("x", "FP32", (1, 2)), InferInput("y", "FP32", (1, 2))])
+    with pytest.raises(ServingError) as info:
+        prepare_inputs(spec, request)
+    assert info.value.message == "Invalid number of inputs - Expected: 1; Actual: 2"
+
+
+def _write_config(tmp_path, document):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_config_resolves_relative_base_path(tmp_path):
+    path = _write_config(tmp_path, {"model_config_list": [{"config": {"name": "m", "base_path": "models/m"}}]})
+    config = load_config(path)
+    assert config.models[0].base_path == str((tmp_path / "models" / "m").resolve())
+
+
+@pytest.mark.parametrize(
+    ("document", "keyword"),
+    [
+        ({}, "required"),
+        ({"model_config_list": [], "unknown": 1}, "additionalProperties"),
+        ({"model_config_list": [{"config": {"name": "m", "bogus": 1}}]}, "additionalProperties"),
+        ({"model_config_list": [{"config": {"base_path": "x"}}]}, "required"),
+        ({"model_config_list": [{"config": {"name": "m", "nireq": -1}}]}, "minimum"),
+    ],
+)
+def test_config_schema_errors(tmp_path, document, keyword):
+    with pytest.raises(ServingError) as info:
+        load_config(_write_config(tmp_path, document))
+    assert info.value.status is Status.JSON_INVALID
+    assert "JSON schema parse error:#/" in info.value.message and f"Keyword:{keyword}" in info.value.message
+
+
+def test_config_invalid_json_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ServingError) as info:
+        load_config(bad)
+    assert info.value.status is Status.JSON_INVALID
+    with pytest.raises(ServingError) as info:
+        load_config(tmp_path / "missing.json")
+    assert info.value.status is Status.FILE_INVALID
