@@ -160,6 +160,15 @@ class Repository:
         log.info("Loaded model %s; version: %d; nireq: %d", model.name, version, servable.nireq)
         return True
 
+    def unload(self) -> None:
+        """Retire every version (UNLOADING -> END) and release the compiled models."""
+        for model in self.models.values():
+            for entry in model.versions.values():
+                if entry.state == VersionState.AVAILABLE:
+                    entry.set_state(VersionState.UNLOADING)
+                    entry.servable = None
+                    entry.set_state(VersionState.END)
+
     def get_model(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:

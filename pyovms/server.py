@@ -108,6 +108,7 @@ async def serve(settings: Settings) -> int:
     loader.cancel()
     if grpc_server is not None:
         await grpc_server.stop(SHUTDOWN_GRACE_S)
+    repository.unload()
     return 0
 
 

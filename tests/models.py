@@ -134,3 +134,14 @@ def write_broken(version_dir: Path) -> None:
     version_dir.mkdir(parents=True, exist_ok=True)
     (version_dir / "model.xml").write_text("<net>this is not an IR</net>")
     (version_dir / "model.bin").write_bytes(b"")
+
+
+def build_slow_to_compile(path: Path, layers: int = 1500) -> Path:
+    """x FP32 [1,64] through `layers` matmul+relu pairs: compiling takes seconds (for start-up ordering tests)."""
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 64], ov.Type.f32, name="x")
+    y = x
+    for _ in range(layers):
+        weights = ops.constant((rng.random((64, 64), dtype=np.float32) - 0.5) * 0.1)
+        y = ops.relu(ops.matmul(y, weights, False, False))
+    return _save(ov.Model([_named(y, "y")], [x], "slow"), path)

@@ -1,0 +1,57 @@
+"""Start-up ordering (OVMS): gRPC answers before models load; Live true, Ready false, then Ready true."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2
+
+from . import models
+from .server_process import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slow")
+    models.build_slow_to_compile(root / "slow" / "1" / "model.xml")
+    process = ServerProcess(
+        ["--model_name", "slow", "--model_path", str(root / "slow")], root / "log", wait_ready=False
+    )
+    yield process
+    process.stop()
+
+
+def _wait_live(stub, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=1).live:
+                return
+        except grpc.RpcError:
+            time.sleep(0.05)
+    raise AssertionError("server never became live")
+
+
+def test_live_before_ready_then_ready(slow_server):
+    stub = slow_server.stub
+    _wait_live(stub)
+    assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready is False
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelReady(service_pb2.ModelReadyRequest(name="slow"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info.value.details().startswith("Model with requested version is not found")
+
+    # An inference naming the loading version explicitly waits for it (up to 10 s) instead of failing.
+    request = service_pb2.ModelInferRequest(model_name="slow", model_version="1")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(np.ones((1, 64), dtype=np.float32).tobytes())
+    response = stub.ModelInfer(request, timeout=60)
+    assert response.model_version == "1" and list(response.outputs[0].shape) == [1, 64]
+
+    slow_server.wait_ready(60)
+    assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready is True
+    assert stub.ModelReady(service_pb2.ModelReadyRequest(name="slow")).ready is True
+    assert "STATUS CHANGE: Version 1 of model slow status change." in slow_server.log()
