@@ -71,7 +71,7 @@ class OpenVinoModel:
 
     async def infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = ()) -> list[InferOutput]:
         """Run one inference; outputs sorted by name, only `requested` ones when any are named."""
-        arrays = {self._input_index[name]: array for name, array in inputs.items()}
+        arrays = {self._input_index[name]: _to_openvino(array) for name, array in inputs.items()}
         reads = self._output_reads
         if requested:
             wanted = set(requested)
@@ -125,13 +125,25 @@ class OpenVinoModel:
         )
 
 
+def _to_openvino(array: np.ndarray) -> np.ndarray | ov.Tensor:
+    """What an infer request takes: arrays as they are, strings (object arrays of bytes) as string tensors."""
+    if array.dtype == object:
+        tensor = ov.Tensor(ov.Type.string, ov.Shape(list(array.shape)))
+        if array.size:  # OpenVINO fails on empty string data
+            tensor.bytes_data = array.reshape(-1).tolist()
+        return tensor
+    if array.ndim == 0:  # OpenVINO cannot share the memory of a read-only scalar
+        return np.array(array)
+    return array
+
+
 def _collect(request: ov.InferRequest, reads: list[_Output]) -> list[InferOutput]:
     """Copy the outputs out of a finished request (runs on OpenVINO's callback thread)."""
     outputs = []
     for read in reads:
         tensor = request.get_output_tensor(read.index)
         if read.kind == "string":
-            items = tensor.bytes_data
+            items = tensor.bytes_data.reshape(-1) if tensor.get_size() else []
             outputs.append(InferOutput(read.name, "BYTES", tuple(tensor.shape), tensors.join_bytes(items)))
         elif read.kind == "string_2d":
             items = tensors.strings_from_2d(tensor.data)

@@ -140,7 +140,9 @@ def _native_strings(spec: TensorSpec, tensor: InferInput, where: str) -> np.ndar
         raise ServingError(
             Status.INVALID_STRING_MAX_SIZE_EXCEEDED, f"element count {count} exceeds max {MAX_STRING_ELEMENTS}; {where}"
         )
-    return np.array(items, dtype=np.bytes_).reshape(tensor.shape)
+    strings = np.empty(count, dtype=object)
+    strings[:] = items
+    return strings.reshape(tensor.shape)
 
 
 def _strings_2d(spec: TensorSpec, tensor: InferInput, where: str) -> np.ndarray:

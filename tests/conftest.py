@@ -37,6 +37,8 @@ def build_repository(root: Path) -> Path:
     serve("passthrough_fixed", "passthrough_fixed")
     models.build_passthrough(root / "string" / "1", models.OV_TYPES["BYTES"], [-1])
     serve("string", "string")
+    models.build_passthrough(root / "string_matrix" / "1", models.OV_TYPES["BYTES"], [-1, -1])
+    serve("string_matrix", "string_matrix")
     models.build_string_2d(root / "string_2d" / "1", [-1, -1])
     serve("string_2d", "string_2d")
     models.build_string_2d(root / "string_2d_fixed" / "1", [1, 10])
