@@ -165,12 +165,6 @@ def encode_array(array: np.ndarray) -> tuple[str, bytes]:
     return datatype, np.ascontiguousarray(array, dtype=le).tobytes()
 
 
-def raw_size(datatype: Datatype, shape: Sequence[int]) -> int:
-    """Expected raw byte size of a tensor of a fixed-size datatype."""
-    assert datatype.dtype is not None
-    return element_count(shape) * datatype.dtype.itemsize
-
-
 def strings_from_2d(array: np.ndarray) -> np.ndarray:
     """Rows of a U8 [N, W] tensor as N byte strings, each cut at its first NUL (OVMS's `_string` outputs)."""
     is_nul = array == 0
