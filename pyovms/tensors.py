@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from .shapes import element_count
-
 
 @dataclass(frozen=True, slots=True)
 class Datatype:

@@ -9,9 +9,7 @@ GENERATED = ROOT / "pyovms" / "grpc" / "generated"
 
 
 def test_generated_code_is_fresh(tmp_path):
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "generate_protos.py"), "--out", str(tmp_path)], check=True
-    )
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_protos.py"), "--out", str(tmp_path)], check=True)
     produced = sorted(p.name for p in tmp_path.iterdir())
     assert produced == ["grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py"]
     for name in produced:
