@@ -169,7 +169,7 @@ def single_model_server(tmp_path_factory):
             "2",
             "--plugin_config",
             '{"NUM_STREAMS": "1"}',
-        ],  # fmt: skip
+        ],
         root / "log",
     )
     yield process
