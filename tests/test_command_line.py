@@ -152,12 +152,17 @@ def test_sigterm_stops_cleanly(tmp_path):
     process.stop()
 
 
-def test_message_size_limit_is_configurable(tmp_path):
+@pytest.mark.parametrize(
+    "limit",
+    [
+        ["--grpc_max_message_size", "100000"],
+        ["--grpc_channel_arguments", "grpc.max_receive_message_length=100000,grpc.http2.max_pings_without_data=0"],
+    ],
+    ids=["flag", "channel-arguments"],
+)
+def test_message_size_limit_is_configurable(tmp_path, limit):
     models.build_relu(tmp_path / "dyn" / "1" / "model.xml", [-1, -1])
-    process = ServerProcess(
-        ["--model_name", "dyn", "--model_path", str(tmp_path / "dyn"), "--grpc_max_message_size", "100000"],
-        tmp_path / "log",
-    )
+    process = ServerProcess(["--model_name", "dyn", "--model_path", str(tmp_path / "dyn"), *limit], tmp_path / "log")
     try:
         client = grpcclient.InferenceServerClient(process.address)
         small = grpcclient.InferInput("x", [1, 1000], "FP32")
