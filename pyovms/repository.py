@@ -85,7 +85,7 @@ def parse_version(text: str) -> int:
     """A request's version string as an int (empty = 0); INVALID_ARGUMENT unless `-?[0-9]+` without leading zero."""
     if text == "":
         return 0
-    if not _VERSION_RE.fullmatch(text) or text == "-0" or abs(int(text)) > _INT64_MAX:
+    if not _VERSION_RE.fullmatch(text) or text == "-0" or not -_INT64_MAX - 1 <= int(text) <= _INT64_MAX:
         raise ServingError(Status.MODEL_VERSION_INVALID_FORMAT, f"version: {text}")
     return int(text)
 

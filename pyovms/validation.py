@@ -73,7 +73,6 @@ def _prepare(spec: TensorSpec, tensor: InferInput) -> np.ndarray:
         )
     if tensor.datatype == "BYTES":
         if spec.bytes_hint == "string":
-            _check_dims(spec, shape, where)
             return _native_strings(spec, tensor, where)
         if spec.bytes_hint == "string_2d":
             return _strings_2d(spec, tensor, where)
@@ -130,7 +129,9 @@ def _string_items(tensor: InferInput, where: str) -> list[bytes]:
 
 
 def _native_strings(spec: TensorSpec, tensor: InferInput, where: str) -> np.ndarray:
+    """BYTES elements as an object array of bytes; the framing is checked before the shape (OVMS's order)."""
     items = _string_items(tensor, where)
+    _check_dims(spec, tensor.shape, where)
     count = element_count(tensor.shape)
     if len(items) != count:
         raise ServingError(

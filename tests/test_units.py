@@ -107,12 +107,15 @@ def test_version_policy_rejects(policy):
         VersionPolicy.parse(policy)
 
 
-@pytest.mark.parametrize(("text", "value"), [("", 0), ("0", 0), ("7", 7), ("-3", -3)])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("", 0), ("0", 0), ("7", 7), ("-3", -3), ("-9223372036854775808", -(2**63)), ("9223372036854775807", 2**63 - 1)],
+)
 def test_parse_version(text, value):
     assert parse_version(text) == value
 
 
-@pytest.mark.parametrize("text", ["01", "abc", "1.0", " 1", "-0", "99999999999999999999"])
+@pytest.mark.parametrize("text", ["01", "abc", "1.0", " 1", "-0", "9223372036854775808", "-9223372036854775809"])
 def test_parse_version_rejects(text):
     with pytest.raises(ServingError) as info:
         parse_version(text)
@@ -178,3 +181,11 @@ def test_config_invalid_json_and_missing_file(tmp_path):
     with pytest.raises(ServingError) as info:
         load_config(tmp_path / "missing.json")
     assert info.value.status is Status.FILE_INVALID
+
+
+def test_bytes_framing_is_checked_before_the_shape():
+    spec = {"s": TensorSpec("s", "BYTES", "STRING", (Dim.static(2),), 0, "string")}
+    request = InferRequest("m", inputs=[InferInput("s", "BYTES", (3,), raw=b"\x09\x00\x00\x00ab")], raw_input_count=1)
+    with pytest.raises(ServingError) as info:
+        prepare_inputs(spec, request)
+    assert info.value.status is Status.INVALID_INPUT_FORMAT
