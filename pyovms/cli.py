@@ -152,10 +152,13 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
 
 
 def _valid_address(address: str) -> bool:
+    """An IPv4/IPv6 address or a hostname; all-numeric names that are no IPv4 address (`192.0.2`) are refused."""
     try:
         ipaddress.ip_address(address.strip("[]"))
         return True
     except ValueError:
+        if re.fullmatch(r"[0-9.]+", address):
+            return False
         return bool(
             re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*", address)
         )
