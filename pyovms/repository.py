@@ -19,6 +19,7 @@ import openvino as ov
 from .config import ModelConfig
 from .errors import ServingError, Status
 from .openvino_model import OpenVinoModel
+from .servable import Servable
 from .version_policy import VersionPolicy
 
 log = logging.getLogger("pyovms.repository")
@@ -47,7 +48,7 @@ class ModelVersion:
     error_code: str = "OK"
     """OK, UNKNOWN (load failed) or FAILED_PRECONDITION, as OVMS reports them."""
     failure: str = ""
-    servable: OpenVinoModel | None = None
+    servable: Servable | None = None
 
     def set_state(self, state: VersionState, error_code: str = "OK") -> None:
         self.state, self.error_code = state, error_code

@@ -1,0 +1,29 @@
+"""The one interface every backend implements: model versions now, pipelines and graphs later.
+
+The core, validation and front ends only use these members, so they never branch on what runs a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from .inference import InferOutput, TensorSpec
+
+
+class Servable(Protocol):
+    """Something that answers inference requests for one name and version."""
+
+    name: str
+    version: int
+    platform: str
+    inputs: Mapping[str, TensorSpec]
+    """Inputs by (mapped) name, sorted by name."""
+    outputs: Mapping[str, TensorSpec]
+    """Outputs by (mapped) name, sorted by name."""
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = ()) -> list[InferOutput]:
+        """Run on validated inputs; return the outputs sorted by name (only `requested` ones when given)."""
+        ...
