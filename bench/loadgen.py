@@ -1,0 +1,86 @@
+"""Load generators: a grpc.aio client with N requests in flight, and OpenVINO's own async API in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import openvino as ov
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@dataclass(frozen=True)
+class Result:
+    """Requests per second and latency percentiles (ms) of one run."""
+
+    rps: float
+    p50: float
+    p90: float
+    p99: float
+    count: int
+
+    @classmethod
+    def from_latencies(cls, latencies: list[float], elapsed: float) -> Result:
+        ms = np.array(latencies) * 1e3
+        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        return cls(len(latencies) / elapsed, float(p50), float(p90), float(p99), len(latencies))
+
+
+async def drive(call: Callable[[], Awaitable[object]], concurrency: int, seconds: float, warmup: float) -> Result:
+    """Keep `concurrency` calls in flight for `seconds` after a warm-up; time each call."""
+    latencies: list[float] = []
+
+    async def worker(stop_at: float, record: bool) -> None:
+        while (start := time.perf_counter()) < stop_at:
+            await call()
+            if record:
+                latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(worker(time.perf_counter() + warmup, False) for _ in range(concurrency)))
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(began + seconds, True) for _ in range(concurrency)))
+    return Result.from_latencies(latencies, time.perf_counter() - began)
+
+
+async def grpc_load(address: str, body: bytes, concurrency: int, seconds: float, warmup: float = 1.0) -> Result:
+    """ModelInfer with `body` (a serialized ModelInferRequest) against the server at `address`."""
+    options = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        method = channel.unary_unary(MODEL_INFER)
+        return await drive(lambda: method(body), concurrency, seconds, warmup)
+
+
+def openvino_load(
+    compiled: ov.CompiledModel, inputs: dict, concurrency: int, nireq: int, seconds: float, warmup: float = 1.0
+) -> Result:
+    """The in-process limit: `concurrency` requests kept in flight through an AsyncInferQueue of `nireq` jobs."""
+    queue = ov.AsyncInferQueue(compiled, nireq)
+    slots = threading.Semaphore(concurrency)
+    latencies: list[float] = []
+    record = [False]
+
+    def done(request: ov.InferRequest, started: float) -> None:
+        request.get_output_tensor(0).data.tobytes()  # what a server copies out
+        if record[0]:
+            latencies.append(time.perf_counter() - started)
+        slots.release()
+
+    queue.set_callback(done)
+
+    def run(until: float) -> None:
+        while time.perf_counter() < until:
+            slots.acquire()
+            queue.start_async(inputs, time.perf_counter(), share_inputs=True)
+        queue.wait_all()
+
+    run(time.perf_counter() + warmup)
+    record[0] = True
+    began = time.perf_counter()
+    run(began + seconds)
+    return Result.from_latencies(latencies, time.perf_counter() - began)

@@ -1,0 +1,144 @@
+"""Benchmark scenarios over gRPC with raw tensors, run by hand; prints a markdown table.
+
+  python -m bench.run s1 s2 s3 s4 [--seconds 5] [--repeat 3] [--nireq N]
+
+- s1 tiny: `dummy` (b FP32 [1,10] -> a = b + 1), raw, concurrency 1, 8, 64
+- s2 heavy: `heavy` (FP32 [1,3,224,224], ~600 KB per request, a few ms per inference), raw, concurrency 1, 4, 16
+- s3 typed contents: s1 with `fp32_contents` instead of raw
+- s4 the limit: the same models in-process through OpenVINO's AsyncInferQueue, same concurrency and nireq
+
+Client and server share the machine's cores; each point is the median of `--repeat` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import openvino as ov
+
+from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+
+from .loadgen import Result, grpc_load, openvino_load
+from .models import HEAVY_SHAPE, write_repository
+
+CONCURRENCY = {"dummy": (1, 8, 64), "heavy": (1, 4, 16)}
+
+
+def _tiny_input() -> np.ndarray:
+    return np.arange(10, dtype=np.float32).reshape(1, 10)
+
+
+def _heavy_input() -> np.ndarray:
+    return np.random.default_rng(0).random(HEAVY_SHAPE, dtype=np.float32)
+
+
+def request_body(model: str, name: str, array: np.ndarray, typed: bool = False) -> bytes:
+    message = pb.ModelInferRequest(model_name=model)
+    tensor = message.inputs.add(name=name, datatype="FP32", shape=list(array.shape))
+    if typed:
+        tensor.contents.fp32_contents.extend(array.reshape(-1).tolist())
+    else:
+        message.raw_input_contents.append(array.tobytes())
+    return message.SerializeToString()
+
+
+class Server:
+    """`pyovms` on a free port of 127.0.0.1, serving the benchmark repository."""
+
+    def __init__(self, config: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "pyovms", "--config_path", str(config), "--port", str(self.port)]
+        command += ["--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING"]
+        self.process = subprocess.Popen(command)
+        ready = pb.ServerReadyResponse.FromString
+        with grpc.insecure_channel(self.address) as channel:
+            probe = channel.unary_unary("/inference.GRPCInferenceService/ServerReady", response_deserializer=ready)
+            for _ in range(600):
+                try:
+                    if probe(b"", timeout=1).ready:
+                        return
+                except grpc.RpcError:
+                    time.sleep(0.1)
+        raise RuntimeError("pyovms did not become ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def _median(results: list[Result]) -> Result:
+    return Result(
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50 for r in results),
+        statistics.median(r.p90 for r in results),
+        statistics.median(r.p99 for r in results),
+        sum(r.count for r in results),
+    )
+
+
+def _row(scenario: str, model: str, concurrency: int, result: Result) -> str:
+    return (
+        f"| {scenario} | {model} | {concurrency} | {result.rps:.0f} | {result.p50:.3f} | {result.p90:.3f} | "
+        f"{result.p99:.3f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4"])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--nireq", type=int, default=0, help="nireq of both the server and s4 (0: OpenVINO's optimal)")
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="pyovms-bench-"))
+    config = write_repository(root, args.nireq)
+    plans = {
+        "s1": [("dummy", request_body("dummy", "b", _tiny_input()))],
+        "s2": [("heavy", request_body("heavy", "input", _heavy_input()))],
+        "s3": [("dummy", request_body("dummy", "b", _tiny_input(), typed=True))],
+    }
+    print("| scenario | model | concurrency | req/s | p50 ms | p90 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    over_grpc = [s for s in args.scenarios if s != "s4"]
+    if over_grpc:
+        server = Server(config)
+        try:
+            for scenario in over_grpc:
+                for model, body in plans[scenario]:
+                    for concurrency in CONCURRENCY[model]:
+                        runs = [
+                            asyncio.run(grpc_load(server.address, body, concurrency, args.seconds))
+                            for _ in range(args.repeat)
+                        ]
+                        print(_row(scenario, model, concurrency, _median(runs)), flush=True)
+        finally:
+            server.stop()
+    if "s4" in args.scenarios:
+        core = ov.Core()
+        for model, array in (("dummy", _tiny_input()), ("heavy", _heavy_input())):
+            compiled = core.compile_model(str(root / model / "1" / "model.xml"), "CPU")
+            nireq = args.nireq or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            for concurrency in CONCURRENCY[model]:
+                runs = [
+                    openvino_load(compiled, {0: array}, concurrency, nireq, args.seconds) for _ in range(args.repeat)
+                ]
+                print(_row("s4", model, concurrency, _median(runs)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
