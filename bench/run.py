@@ -6,6 +6,8 @@
 - s2 heavy: `heavy` (FP32 [1,3,224,224], ~600 KB per request, a few ms per inference), raw, concurrency 1, 4, 16
 - s3 typed contents: s1 with `fp32_contents` instead of raw
 - s4 the limit: the same models in-process through OpenVINO's AsyncInferQueue, same concurrency and nireq
+- s5 peers: s1 and s2 against MLServer and the KServe Python server running the same model (bench/peers.py; their
+  virtual environments are created on first use under ~/.cache/pyovms-bench or $PYOVMS_BENCH_DIR)
 
 Client and server share the machine's cores; each point is the median of `--repeat` runs.
 """
@@ -30,6 +32,7 @@ from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
 from .loadgen import Result, grpc_load, openvino_load
 from .models import HEAVY_SHAPE, write_repository
+from .peers import default_peer_dir, ensure_venv, start_kserve, start_mlserver
 
 CONCURRENCY = {"dummy": (1, 8, 64), "heavy": (1, 4, 16)}
 
@@ -98,7 +101,7 @@ def _row(scenario: str, model: str, concurrency: int, result: Result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4"])
+    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4", "s5"])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nireq", type=int, default=0, help="nireq of both the server and s4 (0: OpenVINO's optimal)")
@@ -113,20 +116,32 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("| scenario | model | concurrency | req/s | p50 ms | p90 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
-    over_grpc = [s for s in args.scenarios if s != "s4"]
+    results: dict[tuple[str, str, int], Result] = {}
+
+    def measure(scenario: str, address: str, model: str, body: bytes) -> None:
+        for concurrency in CONCURRENCY[model]:
+            runs = [asyncio.run(grpc_load(address, body, concurrency, args.seconds)) for _ in range(args.repeat)]
+            results[scenario, model, concurrency] = _median(runs)
+            print(_row(scenario, model, concurrency, results[scenario, model, concurrency]), flush=True)
+
+    over_grpc = [s for s in args.scenarios if s in plans]
     if over_grpc:
         server = Server(config)
         try:
             for scenario in over_grpc:
                 for model, body in plans[scenario]:
-                    for concurrency in CONCURRENCY[model]:
-                        runs = [
-                            asyncio.run(grpc_load(server.address, body, concurrency, args.seconds))
-                            for _ in range(args.repeat)
-                        ]
-                        print(_row(scenario, model, concurrency, _median(runs)), flush=True)
+                    measure(scenario, server.address, model, body)
         finally:
             server.stop()
+    if "s5" in args.scenarios:
+        for peer_name, start in (("mlserver", start_mlserver), ("kserve", start_kserve)):
+            python = ensure_venv(peer_name, default_peer_dir())
+            for model, body in (*plans["s1"], *plans["s2"]):
+                peer = start(python, root / peer_name / model, model, root / model / "1" / "model.xml")
+                try:
+                    measure(f"s5 {peer_name}", peer.address, model, body)
+                finally:
+                    peer.stop()
     if "s4" in args.scenarios:
         core = ov.Core()
         for model, array in (("dummy", _tiny_input()), ("heavy", _heavy_input())):
@@ -137,7 +152,24 @@ def main(argv: list[str] | None = None) -> int:
                     openvino_load(compiled, {0: array}, concurrency, nireq, args.seconds) for _ in range(args.repeat)
                 ]
                 print(_row("s4", model, concurrency, _median(runs)), flush=True)
+    _print_ratios(results)
     return 0
+
+
+def _print_ratios(results: dict[tuple[str, str, int], Result]) -> None:
+    """pyovms against each peer measured in this run: req/s ratio and p99 ratio."""
+    lines = []
+    for (scenario, model, concurrency), peer in sorted(results.items()):
+        if not scenario.startswith("s5 "):
+            continue
+        ours = results.get(("s1" if model == "dummy" else "s2", model, concurrency))
+        if ours is not None:
+            lines.append(
+                f"| {scenario[3:]} | {model} | {concurrency} | {ours.rps / peer.rps:.2f} | {ours.p99 / peer.p99:.2f} |"
+            )
+    if lines:
+        print("\n| pyovms vs | model | concurrency | req/s ratio | p99 ratio |\n|---|---|---|---|---|")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

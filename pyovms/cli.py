@@ -56,6 +56,8 @@ class Settings:
     model: ModelConfig | None = None
     """The single model of single-model mode (`--model_name` with `--model_path`)."""
     demo: bool = False
+    inline_threshold_us: int = 300
+    """Models whose inferences average less than this many microseconds run inline on the event loop; 0: never."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Accepted flags that later features serve (CORS, cleaner intervals, config management ...)."""
 
@@ -103,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc_max_message_size", type=_uint, default=DEFAULT_MAX_MESSAGE_SIZE, help="max gRPC message bytes"
     )
     server.add_argument("--rest_workers", type=int, help="REST worker count (2..10000)")
+    server.add_argument(
+        "--inline_threshold_us",
+        type=_uint,
+        default=300,
+        help="run models whose inferences average less than this many microseconds inline on the event loop "
+        "(saves two thread hops per request; 0 = always asynchronous)",
+    )
     server.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="config/version poll period")
     server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint, default=5)
     server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint, default=300)
@@ -281,6 +290,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         config_path=config_path,
         model=model,
         demo=args.demo,
+        inline_threshold_us=args.inline_threshold_us,
         extra={name: getattr(args, name) for name in extra_names if getattr(args, name) not in (None, False)},
     )
 

@@ -20,7 +20,7 @@ from . import tensors
 from .config import ModelConfig
 from .errors import ServingError, Status
 from .inference import InferOutput, TensorSpec
-from .scheduling import InferRequestPool
+from .scheduling import DEFAULT_INLINE_THRESHOLD_S, InferRequestPool
 from .shapes import Dim, Shape, parse_shape
 
 log = logging.getLogger("pyovms.openvino_model")
@@ -55,6 +55,7 @@ class OpenVinoModel:
         input_index: dict[str, int],
         output_reads: list[_Output],
         nireq: int,
+        inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S,
     ) -> None:
         self.name = name
         self.version = version
@@ -63,7 +64,7 @@ class OpenVinoModel:
         self._compiled = compiled
         self._input_index = input_index
         self._output_reads = output_reads
-        self._pool = InferRequestPool(compiled, nireq, _collect)
+        self._pool = InferRequestPool(compiled, nireq, _collect, inline_threshold_s)
 
     @property
     def nireq(self) -> int:
@@ -85,7 +86,14 @@ class OpenVinoModel:
             raise ServingError(Status.OV_INTERNAL_INFERENCE_ERROR, _first_line(exc)) from exc
 
     @classmethod
-    def load(cls, core: ov.Core, config: ModelConfig, version: int, path: Path) -> OpenVinoModel:
+    def load(
+        cls,
+        core: ov.Core,
+        config: ModelConfig,
+        version: int,
+        path: Path,
+        inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S,
+    ) -> OpenVinoModel:
         """Read and compile the model found at `path` (a version directory or a model file)."""
         model_file = find_model_file(path)
         try:
@@ -122,6 +130,7 @@ class OpenVinoModel:
             {name: index for index, name in enumerate(input_names)},
             reads,
             nireq,
+            inline_threshold_s,
         )
 
 

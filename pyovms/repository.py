@@ -19,6 +19,7 @@ import openvino as ov
 from .config import ModelConfig
 from .errors import ServingError, Status
 from .openvino_model import OpenVinoModel
+from .scheduling import DEFAULT_INLINE_THRESHOLD_S
 from .servable import Servable
 from .version_policy import VersionPolicy
 
@@ -107,8 +108,10 @@ def version_directories(base_path: Path) -> list[int]:
 class Repository:
     """All models of the server."""
 
-    def __init__(self, core: ov.Core | None = None) -> None:
+    def __init__(self, core: ov.Core | None = None, inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S) -> None:
         self.core = core or ov.Core()
+        self.inline_threshold_s = inline_threshold_s
+        """Models whose inferences average less than this run inline on the event loop (0: never)."""
         self.models: dict[str, Model] = {}
 
     async def load(self, configs: list[ModelConfig]) -> None:
@@ -150,7 +153,9 @@ class Repository:
         entry.set_state(VersionState.LOADING)
         path = base_path if base_path.is_file() else base_path / str(version)
         try:
-            servable = await asyncio.to_thread(OpenVinoModel.load, self.core, model.config, version, path)
+            servable = await asyncio.to_thread(
+                OpenVinoModel.load, self.core, model.config, version, path, self.inline_threshold_s
+            )
         except Exception as exc:
             entry.failure = str(exc)
             entry.set_state(VersionState.LOADING, "UNKNOWN")

@@ -1,18 +1,23 @@
-"""How inferences run: a pool of OpenVINO asynchronous infer requests driven from asyncio.
+"""How inferences run: a pool of OpenVINO infer requests driven from asyncio, asynchronously or inline.
 
-The event loop never waits on OpenVINO. A coroutine takes an idle infer request (waiting on an asyncio queue
-when all `nireq` are busy), starts it asynchronously and awaits a future that OpenVINO's completion callback
-resolves from its own thread through `call_soon_threadsafe`. Outputs are copied out of the request inside the
-callback, so the request goes back to the pool at once.
+Asynchronous (the default): a coroutine takes an idle infer request (waiting on an asyncio queue when all
+`nireq` are busy), starts it asynchronously and awaits a future that OpenVINO's completion callback resolves
+from its own thread through `call_soon_threadsafe`. Outputs are copied out inside the callback, so the request
+goes back to the pool at once. OpenVINO does not call the callback when an inference fails; a watchdog task polls
+the requests in flight with `wait_for(0)` (which raises the inference's exception) so a failure is answered.
 
-OpenVINO does not call the completion callback when an inference fails; a watchdog task polls the requests in
-flight with `wait_for(0)` (which raises the inference's exception) so that a failure is answered, never hung.
+Inline: for models whose inferences take less than `inline_threshold_s` on average, handing work to OpenVINO's
+thread and back costs more than the inference itself (two thread hops and a loop wake-up per request), so the
+request runs synchronously on the event loop. The pool measures every inference (a moving average after a
+warm-up) and switches: inline below the threshold, back to asynchronous above twice the threshold. A threshold of
+0 keeps every model asynchronous.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -24,6 +29,9 @@ log = logging.getLogger("pyovms.scheduling")
 T = TypeVar("T")
 
 WATCHDOG_PERIOD_S = 0.05
+DEFAULT_INLINE_THRESHOLD_S = 300e-6
+WARMUP_INFERENCES = 16
+AVERAGE_WEIGHT = 0.1
 
 
 @dataclass(slots=True)
@@ -33,13 +41,24 @@ class _InFlight:
     future: asyncio.Future[Any]
     inputs: Any  # kept referenced until completion: OpenVINO reads the arrays in place
     collect_arg: Any
+    started: float
 
 
 class InferRequestPool(Generic[T]):
     """`size` infer requests of one compiled model; `collect(request, arg)` turns a finished one into a result."""
 
-    def __init__(self, compiled: ov.CompiledModel, size: int, collect: Callable[[ov.InferRequest, Any], T]) -> None:
+    def __init__(
+        self,
+        compiled: ov.CompiledModel,
+        size: int,
+        collect: Callable[[ov.InferRequest, Any], T],
+        inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S,
+    ) -> None:
         self._collect = collect
+        self._inline_threshold_s = inline_threshold_s
+        self._inline = False
+        self._mean_s = 0.0
+        self._measured = 0
         self._idle: asyncio.Queue[ov.InferRequest] = asyncio.Queue()
         self._in_flight: dict[int, _InFlight] = {}
         self._watchdog: asyncio.Task[None] | None = None
@@ -53,13 +72,40 @@ class InferRequestPool(Generic[T]):
     def size(self) -> int:
         return self._size
 
+    @property
+    def inline(self) -> bool:
+        """Whether inferences currently run inline on the event loop."""
+        return self._inline
+
+    def record(self, seconds: float) -> None:
+        """Account one inference's duration and choose inline or asynchronous execution."""
+        self._measured += 1
+        self._mean_s = seconds if self._measured == 1 else self._mean_s + AVERAGE_WEIGHT * (seconds - self._mean_s)
+        if self._inline_threshold_s <= 0 or self._measured < WARMUP_INFERENCES:
+            return
+        if not self._inline and self._mean_s < self._inline_threshold_s:
+            self._inline = True
+            log.debug("inference takes %.0f us on average: running inline", self._mean_s * 1e6)
+        elif self._inline and self._mean_s > 2 * self._inline_threshold_s:
+            self._inline = False
+            log.debug("inference takes %.0f us on average: running asynchronously", self._mean_s * 1e6)
+
     async def run(self, inputs: dict[Any, Any], collect_arg: Any = None) -> T:
         """Infer `inputs` (arrays by input index) and return `collect(request, collect_arg)`."""
         request = await self._idle.get()
+        if self._inline:
+            try:
+                started = time.perf_counter()
+                request.infer(inputs, share_inputs=True)
+                result = self._collect(request, collect_arg)
+            finally:
+                self._idle.put_nowait(request)
+            self.record(time.perf_counter() - started)
+            return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         key = id(request)
-        self._in_flight[key] = _InFlight(request, loop, future, inputs, collect_arg)
+        self._in_flight[key] = _InFlight(request, loop, future, inputs, collect_arg, time.perf_counter())
         try:
             request.start_async(inputs, share_inputs=True)
         except BaseException:
@@ -77,12 +123,17 @@ class InferRequestPool(Generic[T]):
             return
         try:
             outcome: T | BaseException = self._collect(entry.request, entry.collect_arg)
-        except BaseException as exc:
+        except BaseException as exc:  # delivered to the awaiting coroutine
             outcome = exc
-        entry.loop.call_soon_threadsafe(self._finish, entry.request, entry.future, outcome)
+        elapsed = time.perf_counter() - entry.started
+        entry.loop.call_soon_threadsafe(self._finish, entry.request, entry.future, outcome, elapsed)
 
-    def _finish(self, request: ov.InferRequest, future: asyncio.Future[T], outcome: T | BaseException) -> None:
+    def _finish(
+        self, request: ov.InferRequest, future: asyncio.Future[T], outcome: T | BaseException, elapsed: float = 0.0
+    ) -> None:
         self._idle.put_nowait(request)
+        if elapsed:
+            self.record(elapsed)
         if future.done():
             return
         if isinstance(outcome, BaseException):

@@ -70,7 +70,7 @@ async def serve(settings: Settings) -> int:
         log.error("Couldn't start model manager: %s", exc.message)
         return 1
     _warn_not_served(settings)
-    repository = Repository()
+    repository = Repository(inline_threshold_s=settings.inline_threshold_us * 1e-6)
     if settings.cache_dir:
         Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
         repository.core.set_property({"CACHE_DIR": settings.cache_dir})

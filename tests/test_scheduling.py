@@ -1,0 +1,71 @@
+"""The infer-request pool, in-process on real compiled models: asynchronous and inline execution, the switch
+between them, and failures answered in both modes (never a hang)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from pyovms.scheduling import WARMUP_INFERENCES, InferRequestPool
+
+from . import models
+
+
+def _first_output(request: ov.InferRequest, _arg) -> np.ndarray:
+    return request.get_output_tensor(0).data.copy()
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scheduling")
+    core = ov.Core()
+    return {
+        "dummy": core.compile_model(str(models.build_dummy(root / "dummy.xml")), "CPU"),
+        "odd_fails": core.compile_model(str(models.build_runtime_failure(root / "odd.xml")), "CPU"),
+    }
+
+
+@pytest.mark.parametrize("threshold", [0.0, 10.0], ids=["always-async", "inline-after-warm-up"])
+def test_results_are_right_in_both_modes(compiled, threshold):
+    async def scenario() -> list[bool]:
+        pool = InferRequestPool(compiled["dummy"], 2, _first_output, threshold)
+        modes = []
+        for i in range(WARMUP_INFERENCES + 4):
+            values = np.full((1, 10), i, dtype=np.float32)
+            outputs = await asyncio.gather(*(pool.run({0: values}) for _ in range(3)))
+            for output in outputs:
+                np.testing.assert_array_equal(output, values + 1)
+            modes.append(pool.inline)
+        return modes
+
+    modes = asyncio.run(scenario())
+    assert modes[0] is False  # every pool starts asynchronous
+    assert modes[-1] is (threshold > 0)
+
+
+def test_switches_back_to_asynchronous_when_inferences_get_slow(compiled):
+    pool = InferRequestPool(compiled["dummy"], 1, _first_output, 300e-6)
+    for _ in range(WARMUP_INFERENCES):
+        pool.record(50e-6)
+    assert pool.inline
+    for _ in range(40):
+        pool.record(5e-3)
+    assert not pool.inline
+
+
+@pytest.mark.parametrize("threshold", [0.0, 10.0], ids=["async", "inline"])
+def test_failures_are_raised_and_the_pool_keeps_serving(compiled, threshold):
+    async def scenario() -> None:
+        pool = InferRequestPool(compiled["odd_fails"], 1, _first_output, threshold)
+        for _ in range(WARMUP_INFERENCES):
+            await pool.run({0: np.ones(4, dtype=np.float32)})
+        assert pool.inline is (threshold > 0)
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(pool.run({0: np.ones(3, dtype=np.float32)}), timeout=10)
+        output = await asyncio.wait_for(pool.run({0: np.arange(4, dtype=np.float32)}), timeout=10)
+        np.testing.assert_array_equal(output, np.arange(4, dtype=np.float32).reshape(2, 2))
+
+    asyncio.run(scenario())
