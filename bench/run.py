@@ -58,13 +58,13 @@ def request_body(model: str, name: str, array: np.ndarray, typed: bool = False) 
 class Server:
     """`pyovms` on a free port of 127.0.0.1, serving the benchmark repository."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, extra_args: list[str]) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "pyovms", "--config_path", str(config), "--port", str(self.port)]
-        command += ["--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING"]
+        command += ["--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING", *extra_args]
         self.process = subprocess.Popen(command)
         ready = pb.ServerReadyResponse.FromString
         with grpc.insecure_channel(self.address) as channel:
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nireq", type=int, default=0, help="nireq of both the server and s4 (0: OpenVINO's optimal)")
+    parser.add_argument("--server-args", default="", help="extra pyovms flags, e.g. '--inline_threshold_us 0'")
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="pyovms-bench-"))
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     over_grpc = [s for s in args.scenarios if s in plans]
     if over_grpc:
-        server = Server(config)
+        server = Server(config, args.server_args.split())
         try:
             for scenario in over_grpc:
                 for model, body in plans[scenario]:
