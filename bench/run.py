@@ -9,7 +9,8 @@
 - s5 peers: s1 and s2 against MLServer and the KServe Python server running the same model (bench/peers.py; their
   virtual environments are created on first use under ~/.cache/pyovms-bench or $PYOVMS_BENCH_DIR)
 
-Client and server share the machine's cores; each point is the median of `--repeat` runs.
+Client and server share the machine's cores; each point is the median of `--repeat` runs. `--client h2load` drives
+s1-s3 with h2load (a C HTTP/2 load generator, bench/h2load.py) instead of the grpc.aio client.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import openvino as ov
 
 from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
+from .h2load import h2load_run
 from .loadgen import Result, grpc_load, openvino_load
 from .models import HEAVY_SHAPE, write_repository
 from .peers import default_peer_dir, ensure_venv, start_kserve, start_mlserver
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nireq", type=int, default=0, help="nireq of both the server and s4 (0: OpenVINO's optimal)")
+    parser.add_argument("--client", choices=["grpc.aio", "h2load"], default="grpc.aio", help="load generator for s1-s3")
     parser.add_argument("--server-args", default="", help="extra pyovms flags, e.g. '--inline_threshold_us 0'")
     args = parser.parse_args(argv)
 
@@ -119,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     results: dict[tuple[str, str, int], Result] = {}
 
-    def measure(scenario: str, address: str, model: str, body: bytes) -> None:
+    def measure(scenario: str, address: str, model: str, body: bytes, client: str = "grpc.aio") -> None:
         for concurrency in CONCURRENCY[model]:
-            runs = [asyncio.run(grpc_load(address, body, concurrency, args.seconds)) for _ in range(args.repeat)]
+            if client == "h2load":
+                runs = [h2load_run(address, body, concurrency, args.seconds) for _ in range(args.repeat)]
+            else:
+                runs = [asyncio.run(grpc_load(address, body, concurrency, args.seconds)) for _ in range(args.repeat)]
             results[scenario, model, concurrency] = _median(runs)
             print(_row(scenario, model, concurrency, results[scenario, model, concurrency]), flush=True)
 
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for scenario in over_grpc:
                 for model, body in plans[scenario]:
-                    measure(scenario, server.address, model, body)
+                    label = scenario if args.client == "grpc.aio" else f"{scenario} h2load"
+                    measure(label, server.address, model, body, args.client)
         finally:
             server.stop()
     if "s5" in args.scenarios:

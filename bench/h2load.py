@@ -1,0 +1,55 @@
+"""Drive pyovms with h2load (Debian package nghttp2-client), a C HTTP/2 load generator, so that the client's own
+cost does not hide the server's: a pre-framed gRPC body, N streams in flight on one connection.
+
+h2load counts HTTP 200 as success even when `grpc-status` is not 0, so one request is checked with grpcio first.
+Per-request latencies come from h2load's --log-file.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from .loadgen import MODEL_INFER, Result
+
+
+def available() -> bool:
+    return shutil.which("h2load") is not None
+
+
+def check_answer(address: str, body: bytes) -> None:
+    """Raise unless the server answers `body` with grpc-status OK."""
+    with grpc.insecure_channel(address) as channel:
+        channel.unary_unary(MODEL_INFER)(body, timeout=30)
+
+
+def h2load_run(address: str, body: bytes, concurrency: int, seconds: float, warmup: float = 1.0) -> Result:
+    """req/s and latency percentiles of `concurrency` streams on one connection for `seconds`."""
+    check_answer(address, body)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "body"
+        data.write_bytes(b"\x00" + struct.pack(">I", len(body)) + body)  # gRPC length-prefixed message
+        log = Path(tmp) / "log"
+        command = [
+            "h2load", f"http://{address}{MODEL_INFER}", "-c", "1", "-m", str(concurrency), "-t", "1",
+            "-D", f"{round(seconds)}s", "--warm-up-time", f"{round(warmup)}s", "-d", str(data), "--log-file", str(log),
+            "-H", "content-type: application/grpc", "-H", "te: trailers",
+        ]  # fmt: skip
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
+    statuses = {row[1] for row in rows}
+    if statuses != {"200"}:
+        raise RuntimeError(f"h2load saw HTTP statuses {statuses}:\n{output}")
+    finished = re.search(r"finished in [^,]+, ([0-9.]+) req/s", output)
+    if finished is None:
+        raise RuntimeError(f"no throughput in h2load's output:\n{output}")
+    ms = np.array([int(row[2]) for row in rows]) / 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return Result(float(finished.group(1)), float(p50), float(p90), float(p99), len(rows))
