@@ -42,7 +42,8 @@ class Settings:
     grpc_workers: int = 1
     grpc_max_threads: int | None = None
     grpc_memory_quota: int | None = None
-    grpc_channel_arguments: str = ""
+    grpc_channel_arguments: list[tuple[str, Any]] = field(default_factory=list)
+    """`--grpc_channel_arguments` parsed into gRPC server options."""
     grpc_max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     """Largest gRPC message received or sent, in bytes (1 GiB as in OVMS)."""
     rest_workers: int | None = None
@@ -180,6 +181,21 @@ def _addresses(text: str, flag_name: str) -> list[str]:
     return addresses
 
 
+def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
+    """`k=v,k=v` (OVMS's --grpc_channel_arguments) as grpc options; integer values become ints."""
+    options: list[tuple[str, Any]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"grpc channel argument must be key=value: {item}")
+        value = value.strip()
+        try:
+            options.append((key.strip(), int(value)))
+        except ValueError:
+            options.append((key.strip(), value))
+    return options
+
+
 def _json_object(text: str | None, flag_name: str) -> dict[str, Any] | None:
     if text is None:
         return None
@@ -240,9 +256,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "stateful flag for the model."
         )
     try:
-        from .grpc.service import parse_channel_arguments
-
-        parse_channel_arguments(args.grpc_channel_arguments)
+        channel_arguments = parse_channel_arguments(args.grpc_channel_arguments)
     except ValueError as exc:
         raise UsageError(f"grpc_channel_arguments: {exc}") from exc
 
@@ -278,7 +292,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         grpc_workers=args.grpc_workers,
         grpc_max_threads=args.grpc_max_threads,
         grpc_memory_quota=args.grpc_memory_quota,
-        grpc_channel_arguments=args.grpc_channel_arguments,
+        grpc_channel_arguments=channel_arguments,
         grpc_max_message_size=args.grpc_max_message_size,
         rest_workers=args.rest_workers,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,

@@ -16,7 +16,7 @@ from .cli import Settings
 from .config import ModelConfig, load_config
 from .core import Server
 from .errors import ServingError
-from .grpc.service import parse_channel_arguments, start_grpc_server
+from .grpc.service import start_grpc_server
 from .repository import Repository
 
 log = logging.getLogger("pyovms.server")
@@ -84,7 +84,7 @@ async def serve(settings: Settings) -> int:
                 settings.port,
                 settings.grpc_bind_address,
                 settings.grpc_max_message_size,
-                parse_channel_arguments(settings.grpc_channel_arguments),
+                settings.grpc_channel_arguments,
             )
         except OSError as exc:
             log.error("Failed to start gRPC server: %s", exc)

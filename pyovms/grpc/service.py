@@ -141,21 +141,6 @@ class InferenceService:
         return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
 
 
-def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
-    """`k=v,k=v` (OVMS's --grpc_channel_arguments) as grpc options; integer values become ints."""
-    options: list[tuple[str, Any]] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"grpc channel argument must be key=value: {item}")
-        value = value.strip()
-        try:
-            options.append((key.strip(), int(value)))
-        except ValueError:
-            options.append((key.strip(), value))
-    return options
-
-
 async def start_grpc_server(
     server: Server,
     port: int,
