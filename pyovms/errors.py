@@ -14,7 +14,6 @@ import enum
 class Status(enum.Enum):
     """OVMS status codes used by pyovms, each with the base message OVMS sends."""
 
-    OK = ""
     # Servable lookup and versions
     MODEL_NAME_MISSING = "Model with requested name is not found"
     MODEL_VERSION_MISSING = "Model with requested version is not found"
@@ -36,14 +35,11 @@ class Status(enum.Enum):
         "ModelInferRequest::raw_input_contents is not allowed"
     )
     INVALID_INPUT_FORMAT = "Inputs inside buffer does not match expected format."
-    INVALID_STRING_INPUT = "Invalid string input"
     INVALID_STRING_MAX_SIZE_EXCEEDED = "Maximum 2D array after string conversion exceeded 1GB"
-    BYTES_CONTENTS_EMPTY = "Bytes contents is empty"
     REQUEST_UNPARSABLE = "Request could not be parsed"
     NOT_IMPLEMENTED = "Functionality not implemented"
     # Execution
     OV_INTERNAL_INFERENCE_ERROR = "Internal inference error"
-    OV_INTERNAL_SERIALIZATION_ERROR = "Internal serialization error"
     INTERNAL_ERROR = "Internal server error"
     # Loading and configuration
     PATH_INVALID = "The provided base path is invalid or doesn't exists"
@@ -52,7 +48,6 @@ class Status(enum.Enum):
     NO_MODEL_VERSION_AVAILABLE = "Not a single model version directory has valid numeric name"
     SHAPE_WRONG_FORMAT = "The provided shape is in wrong format"
     LAYOUT_WRONG_FORMAT = "The provided layout is in wrong format"
-    PLUGIN_CONFIG_WRONG_FORMAT = "Plugin config is in wrong format"
     MODEL_VERSION_POLICY_WRONG_FORMAT = "Model version policy is in wrong format"
     RESHAPE_ERROR = "Model could not be reshaped with requested shape"
     CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE = "Cannot compile model into target device"

@@ -124,14 +124,17 @@ class Repository:
     async def _load_model(self, model: Model) -> None:
         config = model.config
         try:
-            policy = VersionPolicy.parse(config.model_version_policy)
+            try:
+                policy = VersionPolicy.parse(config.model_version_policy)
+            except ValueError as exc:
+                raise ServingError(Status.MODEL_VERSION_POLICY_WRONG_FORMAT, str(exc)) from exc
             base_path = Path(config.base_path)
             if not config.base_path or "://" in config.base_path:
                 raise ServingError(Status.PATH_INVALID, config.base_path or "base_path is not set")
             on_disk = version_directories(base_path)
             if not on_disk:
                 raise ServingError(Status.NO_MODEL_VERSION_AVAILABLE, str(base_path))
-        except (ServingError, ValueError) as exc:
+        except ServingError as exc:
             log.error("model %s not loaded: %s", model.name, exc)
             return
         remaining = list(on_disk)
