@@ -6,7 +6,7 @@
 - s2 heavy: `heavy` (FP32 [1,3,224,224], ~600 KB per request, a few ms per inference), raw, concurrency 1, 4, 16
 - s3 typed contents: s1 with `fp32_contents` instead of raw
 - s4 the limit: the same models in-process through OpenVINO's AsyncInferQueue, same concurrency and nireq
-- s5 peers: s1 and s2 against MLServer and the KServe Python server running the same model (bench/peers.py; their
+- s5 peers: s1 and s2 against MLServer and the KServe Python server running the same model (bench/servers.py; their
   virtual environments are created on first use under ~/.cache/pyovms-bench or $PYOVMS_BENCH_DIR)
 
 Client and server share the machine's cores; each point is the median of `--repeat` runs. `--client h2load` drives
@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import openvino as ov
 
@@ -34,7 +30,7 @@ from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 from .h2load import h2load_run
 from .loadgen import Result, grpc_load, openvino_load
 from .models import HEAVY_SHAPE, write_repository
-from .peers import default_peer_dir, ensure_venv, start_kserve, start_mlserver
+from .servers import default_peer_dir, ensure_venv, start_kserve, start_mlserver, start_pyovms
 
 CONCURRENCY = {"dummy": (1, 8, 64), "heavy": (1, 4, 16)}
 
@@ -55,33 +51,6 @@ def request_body(model: str, name: str, array: np.ndarray, typed: bool = False) 
     else:
         message.raw_input_contents.append(array.tobytes())
     return message.SerializeToString()
-
-
-class Server:
-    """`pyovms` on a free port of 127.0.0.1, serving the benchmark repository."""
-
-    def __init__(self, config: Path, extra_args: list[str]) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "pyovms", "--config_path", str(config), "--port", str(self.port)]
-        command += ["--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING", *extra_args]
-        self.process = subprocess.Popen(command)
-        ready = pb.ServerReadyResponse.FromString
-        with grpc.insecure_channel(self.address) as channel:
-            probe = channel.unary_unary("/inference.GRPCInferenceService/ServerReady", response_deserializer=ready)
-            for _ in range(600):
-                try:
-                    if probe(b"", timeout=1).ready:
-                        return
-                except grpc.RpcError:
-                    time.sleep(0.1)
-        raise RuntimeError("pyovms did not become ready")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
 
 
 def _median(results: list[Result]) -> Result:
@@ -133,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     over_grpc = [s for s in args.scenarios if s in plans]
     if over_grpc:
-        server = Server(config, args.server_args.split())
+        server = start_pyovms(config, ["dummy", "heavy"], args.server_args.split())
         try:
             for scenario in over_grpc:
                 for model, body in plans[scenario]:

@@ -1,10 +1,11 @@
-"""The peers of scenario s5, each in its own virtual environment, running the same OpenVINO model on 127.0.0.1.
+"""The servers a benchmark drives, each on 127.0.0.1 and free ports: pyovms, and the peers of scenario s5, each in
+its own virtual environment, running the same OpenVINO model:
 
 - MLServer 1.7 with a custom runtime (`MLModel`) that runs the model through one OpenVINO infer request per call;
 - the KServe Python server 0.21 with a `kserve.Model` that does the same.
 
-`ensure_venv` creates the environment once (under ~/.cache/pyovms-bench by default) with pip from the package
-registry; `start_*` writes a small serving directory and starts the peer, returning a handle with its gRPC address.
+`ensure_venv` creates a peer's environment once (under ~/.cache/pyovms-bench by default) with pip from the package
+registry; `start_*` starts a server and returns a handle with its gRPC address once its models are ready.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ if __name__ == "__main__":
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -110,7 +111,7 @@ def ensure_venv(peer: str, root: Path) -> Path:
 
 @dataclass
 class Peer:
-    """A running peer server."""
+    """A running server."""
 
     name: str
     address: str
@@ -125,7 +126,7 @@ class Peer:
             self.process.wait(10)
 
 
-def _wait_model_ready(peer: Peer, model: str, timeout: float = 180) -> Peer:
+def _wait_models_ready(peer: Peer, models: list[str], timeout: float = 180) -> Peer:
     from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
     deadline = time.monotonic() + timeout
@@ -133,24 +134,36 @@ def _wait_model_ready(peer: Peer, model: str, timeout: float = 180) -> Peer:
         ready = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelReady", response_deserializer=pb.ModelReadyResponse.FromString
         )
-        while time.monotonic() < deadline:
+        pending = list(models)
+        while pending and time.monotonic() < deadline:
             if peer.process.poll() is not None:
                 raise RuntimeError(f"{peer.name} exited with {peer.process.returncode}")
             try:
-                if ready(pb.ModelReadyRequest(name=model).SerializeToString(), timeout=1).ready:
-                    return peer
+                if ready(pb.ModelReadyRequest(name=pending[0]).SerializeToString(), timeout=1).ready:
+                    pending.pop(0)
+                    continue
             except grpc.RpcError:
                 pass
             time.sleep(0.2)
-    peer.stop()
-    raise RuntimeError(f"{peer.name} did not serve {model} within {timeout} s")
+    if pending:
+        peer.stop()
+        raise RuntimeError(f"{peer.name} did not serve {pending} within {timeout} s")
+    return peer
+
+
+def start_pyovms(config: Path, models: list[str], extra_args: list[str]) -> Peer:
+    """pyovms serving `config`, once `models` are ready."""
+    port = free_port()
+    command = [sys.executable, "-m", "pyovms", "--config_path", str(config), "--port", str(port)]
+    command += ["--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING", *extra_args]
+    return _wait_models_ready(Peer("pyovms", f"127.0.0.1:{port}", subprocess.Popen(command)), models)
 
 
 def start_mlserver(python: Path, workdir: Path, model: str, model_path: Path) -> Peer:
     """MLServer serving `model` from `model_path` with the OpenVINO runtime above."""
     workdir.mkdir(parents=True, exist_ok=True)
-    grpc_port = _free_port()
-    settings = {"host": "127.0.0.1", "http_port": _free_port(), "grpc_port": grpc_port, "metrics_port": _free_port()}
+    grpc_port = free_port()
+    settings = {"host": "127.0.0.1", "http_port": free_port(), "grpc_port": grpc_port, "metrics_port": free_port()}
     (workdir / "settings.json").write_text(json.dumps(settings))
     model_dir = workdir / model
     model_dir.mkdir(exist_ok=True)
@@ -165,7 +178,7 @@ def start_mlserver(python: Path, workdir: Path, model: str, model_path: Path) ->
     process = subprocess.Popen(
         [str(mlserver), "start", str(workdir)], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    return _wait_model_ready(Peer("mlserver", f"127.0.0.1:{grpc_port}", process), model)
+    return _wait_models_ready(Peer("mlserver", f"127.0.0.1:{grpc_port}", process), [model])
 
 
 def start_kserve(python: Path, workdir: Path, model: str, model_path: Path) -> Peer:
@@ -173,11 +186,11 @@ def start_kserve(python: Path, workdir: Path, model: str, model_path: Path) -> P
     workdir.mkdir(parents=True, exist_ok=True)
     script = workdir / "kserve_server.py"
     script.write_text(textwrap.dedent(KSERVE_SERVER))
-    grpc_port = _free_port()
+    grpc_port = free_port()
     process = subprocess.Popen(
-        [str(python), str(script), model, str(model_path), str(_free_port()), str(grpc_port)],
+        [str(python), str(script), model, str(model_path), str(free_port()), str(grpc_port)],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return _wait_model_ready(Peer("kserve", f"127.0.0.1:{grpc_port}", process), model)
+    return _wait_models_ready(Peer("kserve", f"127.0.0.1:{grpc_port}", process), [model])
