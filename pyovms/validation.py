@@ -84,10 +84,10 @@ def _prepare(spec: TensorSpec, tensor: InferInput) -> np.ndarray:
     _check_dims(spec, shape, where)
     count = element_count(shape)
     assert datatype.dtype is not None
-    if count * datatype.dtype.itemsize >= _OVERFLOW:
+    expected = count * datatype.dtype.itemsize
+    if expected >= _OVERFLOW:
         raise ServingError(Status.INVALID_CONTENT_SIZE, f"Shape dimensions overflow; {where}")
     if tensor.raw is not None:
-        expected = count * datatype.dtype.itemsize
         if len(tensor.raw) != expected:
             raise ServingError(
                 Status.INVALID_CONTENT_SIZE, f"Expected: {expected} bytes; Actual: {len(tensor.raw)} bytes; {where}"
