@@ -1,5 +1,5 @@
 """Drive pyovms with h2load (Debian package nghttp2-client), a C HTTP/2 load generator, so that the client's own
-cost does not hide the server's: a pre-framed gRPC body, N streams in flight on one connection.
+cost does not hide the server's: a pre-framed gRPC body, N streams in flight over one or more connections.
 
 h2load counts HTTP 200 as success even when `grpc-status` is not 0, so one request is checked with grpcio first.
 Per-request latencies come from h2load's --log-file.
@@ -30,15 +30,19 @@ def check_answer(address: str, body: bytes) -> None:
         channel.unary_unary(MODEL_INFER)(body, timeout=30)
 
 
-def h2load_run(address: str, body: bytes, concurrency: int, seconds: float, warmup: float = 1.0) -> Result:
-    """req/s and latency percentiles of `concurrency` streams on one connection for `seconds`."""
+def h2load_run(
+    address: str, body: bytes, concurrency: int, seconds: float, warmup: float = 1.0, connections: int = 1
+) -> Result:
+    """req/s and latency percentiles of `concurrency` streams over `connections` connections for `seconds`."""
+    connections = min(connections, concurrency)
     check_answer(address, body)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "body"
         data.write_bytes(b"\x00" + struct.pack(">I", len(body)) + body)  # gRPC length-prefixed message
         log = Path(tmp) / "log"
         command = [
-            "h2load", f"http://{address}{MODEL_INFER}", "-c", "1", "-m", str(concurrency), "-t", "1",
+            "h2load", f"http://{address}{MODEL_INFER}", "-t", "1",
+            "-c", str(connections), "-m", str(concurrency // connections),
             "-D", f"{round(seconds)}s", "--warm-up-time", f"{round(warmup)}s", "-d", str(data), "--log-file", str(log),
             "-H", "content-type: application/grpc", "-H", "te: trailers",
         ]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -48,12 +49,26 @@ async def drive(call: Callable[[], Awaitable[object]], concurrency: int, seconds
     return Result.from_latencies(latencies, time.perf_counter() - began)
 
 
-async def grpc_load(address: str, body: bytes, concurrency: int, seconds: float, warmup: float = 1.0) -> Result:
-    """ModelInfer with `body` (a serialized ModelInferRequest) against the server at `address`."""
-    options = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
-    async with grpc.aio.insecure_channel(address, options=options) as channel:
-        method = channel.unary_unary(MODEL_INFER)
-        return await drive(lambda: method(body), concurrency, seconds, warmup)
+async def grpc_load(
+    address: str, body: bytes, concurrency: int, seconds: float, warmup: float = 1.0, connections: int = 1
+) -> Result:
+    """ModelInfer with `body` (a serialized ModelInferRequest) against the server at `address`.
+
+    Calls go round-robin over `connections` channels, each its own TCP connection (a local subchannel pool), so
+    that `--grpc_workers` servers, balanced per connection by the kernel, all get work.
+    """
+    options = [
+        ("grpc.max_send_message_length", 1 << 30),
+        ("grpc.max_receive_message_length", 1 << 30),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(connections)]
+    methods = itertools.cycle([channel.unary_unary(MODEL_INFER) for channel in channels])
+    try:
+        return await drive(lambda: next(methods)(body), concurrency, seconds, warmup)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 def openvino_load(

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nireq", type=int, default=0, help="nireq of both the server and s4 (0: OpenVINO's optimal)")
     parser.add_argument("--client", choices=["grpc.aio", "h2load"], default="grpc.aio", help="load generator for s1-s3")
+    parser.add_argument("--connections", type=int, default=1, help="client connections (spread over --grpc_workers)")
     parser.add_argument("--server-args", default="", help="extra pyovms flags, e.g. '--inline_threshold_us 0'")
     args = parser.parse_args(argv)
 
@@ -94,9 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     def measure(scenario: str, address: str, model: str, body: bytes, client: str = "grpc.aio") -> None:
         for concurrency in CONCURRENCY[model]:
             if client == "h2load":
-                runs = [h2load_run(address, body, concurrency, args.seconds) for _ in range(args.repeat)]
+                runs = [
+                    h2load_run(address, body, concurrency, args.seconds, connections=args.connections)
+                    for _ in range(args.repeat)
+                ]
             else:
-                runs = [asyncio.run(grpc_load(address, body, concurrency, args.seconds)) for _ in range(args.repeat)]
+                runs = [
+                    asyncio.run(grpc_load(address, body, concurrency, args.seconds, connections=args.connections))
+                    for _ in range(args.repeat)
+                ]
             results[scenario, model, concurrency] = _median(runs)
             print(_row(scenario, model, concurrency, results[scenario, model, concurrency]), flush=True)
 

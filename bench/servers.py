@@ -126,28 +126,32 @@ class Peer:
             self.process.wait(10)
 
 
-def _wait_models_ready(peer: Peer, models: list[str], timeout: float = 180) -> Peer:
+def _wait_models_ready(peer: Peer, models: list[str], timeout: float = 180, connections: int = 1) -> Peer:
+    """Wait until `models` are ready, asked over `connections` separate connections (workers sharing a port are
+    reached per connection, so several connections make it likely that every worker has answered ready)."""
     from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(peer.address) as channel:
-        ready = channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelReady", response_deserializer=pb.ModelReadyResponse.FromString
-        )
-        pending = list(models)
-        while pending and time.monotonic() < deadline:
-            if peer.process.poll() is not None:
-                raise RuntimeError(f"{peer.name} exited with {peer.process.returncode}")
+    pending = [(model, index) for index in range(connections) for model in models]
+    while pending and time.monotonic() < deadline:
+        if peer.process.poll() is not None:
+            raise RuntimeError(f"{peer.name} exited with {peer.process.returncode}")
+        model, index = pending[0]
+        options = [("grpc.use_local_subchannel_pool", 1), ("pyovms.bench.connection", index)]
+        with grpc.insecure_channel(peer.address, options=options) as channel:
+            ready = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelReady", response_deserializer=pb.ModelReadyResponse.FromString
+            )
             try:
-                if ready(pb.ModelReadyRequest(name=pending[0]).SerializeToString(), timeout=1).ready:
+                if ready(pb.ModelReadyRequest(name=model).SerializeToString(), timeout=1).ready:
                     pending.pop(0)
                     continue
             except grpc.RpcError:
                 pass
-            time.sleep(0.2)
+        time.sleep(0.2)
     if pending:
         peer.stop()
-        raise RuntimeError(f"{peer.name} did not serve {pending} within {timeout} s")
+        raise RuntimeError(f"{peer.name} did not serve {sorted({m for m, _ in pending})} within {timeout} s")
     return peer
 
 
@@ -156,7 +160,8 @@ def start_pyovms(config: Path, models: list[str], extra_args: list[str]) -> Peer
     port = free_port()
     command = [sys.executable, "-m", "pyovms", "--config_path", str(config), "--port", str(port)]
     command += ["--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING", *extra_args]
-    return _wait_models_ready(Peer("pyovms", f"127.0.0.1:{port}", subprocess.Popen(command)), models)
+    peer = Peer("pyovms", f"127.0.0.1:{port}", subprocess.Popen(command))
+    return _wait_models_ready(peer, models, connections=8 if "--grpc_workers" in extra_args else 1)
 
 
 def start_mlserver(python: Path, workdir: Path, model: str, model_path: Path) -> Peer:

@@ -322,4 +322,4 @@ def main(argv: list[str] | None = None) -> int:
         return EX_USAGE
     from .server import run  # imported late: openvino and grpc load only when serving
 
-    return run(settings)
+    return run(settings, argv)

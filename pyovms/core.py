@@ -7,25 +7,29 @@ into `pyovms.inference` types, call these methods, and translate the answers (or
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from . import __version__
 from .errors import ServingError, Status
-from .inference import InferRequest, InferResponse, ModelMetadata, ServerMetadata
+from .inference import InferRequest, InferResponse, ModelMetadata, ServerMetadata, VersionStatistics
 from .repository import Repository, VersionState, check_available
 from .validation import check_requested_outputs, prepare_inputs
 
 log = logging.getLogger("pyovms.core")
 
 SERVER_NAME = "pyovms"
+EXTENSIONS = ("model_configuration", "statistics")
+"""Extensions beyond KServe v2 that every front end serves (Triton's names, which tools such as perf_analyzer
+look for in ServerMetadata)."""
 
 
 class Server:
     """One model server: a repository plus the readiness flags the health calls report."""
 
-    def __init__(self, repository: Repository | None = None, extensions: list[str] | None = None) -> None:
+    def __init__(self, repository: Repository | None = None) -> None:
         self.repository = repository or Repository()
-        self.extensions = list(extensions or [])
+        self.extensions = list(EXTENSIONS)
         self._live = True
         self._ready = False
 
@@ -67,15 +71,45 @@ class Server:
         entry = await self.repository.serving_version(request.model_name, request.model_version)
         servable = entry.servable
         assert servable is not None
-        check_requested_outputs(servable.outputs, request.outputs)
-        inputs = prepare_inputs(servable.inputs, request)
-        outputs = await servable.infer(inputs, request.outputs)
-        return InferResponse(
+        started = time.perf_counter_ns()
+        try:
+            check_requested_outputs(servable.outputs, request.outputs)
+            inputs = prepare_inputs(servable.inputs, request)
+            inputs_ready = time.perf_counter_ns()
+            outputs = await servable.infer(inputs, request.outputs)
+        except ServingError:
+            servable.statistics.record_failure(started)
+            raise
+        inferred = time.perf_counter_ns()
+        response = InferResponse(
             model_name=request.model_name,
             model_version=str(entry.version),
             id=request.id,
             outputs=outputs,
         )
+        servable.statistics.record_success(started, inputs_ready, inferred)
+        return response
+
+    async def model_statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:
+        """Statistics of the AVAILABLE versions of one model (every model when `name` is empty), or of the one
+        version named; sorted by name and version."""
+        if name and version:
+            entry = self.repository.find_version(name, version, zero_is_default=False)
+            check_available(entry)
+            entries = [entry]
+        else:
+            models = [self.repository.get_model(name)] if name else list(self.repository.models.values())
+            entries = [
+                entry
+                for model in sorted(models, key=lambda m: m.name)
+                for _, entry in sorted(model.versions.items())
+                if entry.state == VersionState.AVAILABLE
+            ]
+        return [
+            VersionStatistics(entry.model_name, str(entry.version), entry.servable.statistics)
+            for entry in entries
+            if entry.servable is not None
+        ]
 
     async def infer_stream(self, requests: AsyncIterator[InferRequest]) -> AsyncIterator[InferResponse | ServingError]:
         """Streaming inference, served by graphs; for any other servable each request gets an error."""

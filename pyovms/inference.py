@@ -12,6 +12,7 @@ import numpy as np
 
 from . import tensors
 from .shapes import Shape
+from .statistics import InferStatistics
 
 
 class TensorContents(Protocol):
@@ -124,3 +125,12 @@ class ServerMetadata:
     name: str
     version: str
     extensions: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatistics:
+    """The statistics of one servable version, as the statistics extension reports them."""
+
+    name: str
+    version: str
+    statistics: InferStatistics

@@ -22,6 +22,7 @@ from .errors import ServingError, Status
 from .inference import InferOutput, TensorSpec
 from .scheduling import DEFAULT_INLINE_THRESHOLD_S, InferRequestPool
 from .shapes import Dim, Shape, parse_shape
+from .statistics import InferStatistics
 
 log = logging.getLogger("pyovms.openvino_model")
 
@@ -64,7 +65,8 @@ class OpenVinoModel:
         self._compiled = compiled
         self._input_index = input_index
         self._output_reads = output_reads
-        self._pool = InferRequestPool(compiled, nireq, _collect, inline_threshold_s)
+        self.statistics = InferStatistics()
+        self._pool = InferRequestPool(compiled, nireq, _collect, inline_threshold_s, self.statistics)
 
     @property
     def nireq(self) -> int:
@@ -72,13 +74,13 @@ class OpenVinoModel:
 
     async def infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = ()) -> list[InferOutput]:
         """Run one inference; outputs sorted by name, only `requested` ones when any are named."""
-        arrays = {self._input_index[name]: _to_openvino(array) for name, array in inputs.items()}
+        tensors_in = [(self._input_index[name], _to_openvino(array)) for name, array in inputs.items()]
         reads = self._output_reads
         if requested:
             wanted = set(requested)
             reads = [read for read in reads if read.name in wanted]
         try:
-            return await self._pool.run(arrays, reads)
+            return await self._pool.run(tensors_in, reads)
         except ServingError:
             raise
         except Exception as exc:
@@ -135,14 +137,13 @@ class OpenVinoModel:
 
 
 def _to_openvino(array: np.ndarray) -> np.ndarray | ov.Tensor:
-    """What an infer request takes: arrays as they are, strings (object arrays of bytes) as string tensors."""
+    """What the infer-request pool takes: numeric arrays as they are (copied into the request's own tensors),
+    strings (object arrays of bytes) as string tensors."""
     if array.dtype == object:
         tensor = ov.Tensor(ov.Type.string, ov.Shape(list(array.shape)))
         if array.size:  # OpenVINO fails on empty string data
             tensor.bytes_data = array.reshape(-1).tolist()
         return tensor
-    if array.ndim == 0:  # OpenVINO cannot share the memory of a read-only scalar
-        return np.array(array)
     return array
 
 

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import openvino as ov
+
+from .statistics import InferStatistics
 
 log = logging.getLogger("pyovms.scheduling")
 
@@ -38,8 +42,24 @@ class _InFlight:
     request: ov.InferRequest
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-    inputs: Any  # kept referenced until completion: OpenVINO reads the arrays in place
     collect_arg: Any
+
+
+def _set_inputs(request: ov.InferRequest, inputs: Sequence[tuple[int, np.ndarray | ov.Tensor]]) -> None:
+    """Arrays are copied into the request's own input tensors (resized for dynamic shapes): cheaper than setting a
+    new tensor per call, and the raw views over request bytes are read-only, which OpenVINO would copy anyway.
+    Validation guarantees each array's dtype is the input's element type. Tensors (strings) are set as they are.
+    """
+    for index, value in inputs:
+        if isinstance(value, ov.Tensor):
+            request.set_input_tensor(index, value)
+            continue
+        target = request.get_input_tensor(index)
+        view = target.data
+        if view.shape != value.shape:
+            target.shape = value.shape
+            view = target.data
+        view[...] = value
 
 
 class InferRequestPool(Generic[T]):
@@ -51,8 +71,11 @@ class InferRequestPool(Generic[T]):
         size: int,
         collect: Callable[[ov.InferRequest, Any], T],
         inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S,
+        statistics: InferStatistics | None = None,
     ) -> None:
         self._collect = collect
+        self.statistics = statistics or InferStatistics()
+        """Where `run` adds its queue and inference times."""
         self._inline_threshold_s = inline_threshold_s
         self._inline = False
         self._mean_s = 0.0
@@ -88,31 +111,42 @@ class InferRequestPool(Generic[T]):
             self._inline = False
             log.debug("inference takes %.0f us on average: running asynchronously", self._mean_s * 1e6)
 
-    async def run(self, inputs: dict[Any, Any], collect_arg: Any = None) -> T:
-        """Infer `inputs` (arrays by input index) and return `collect(request, collect_arg)`."""
+    async def run(self, inputs: Sequence[tuple[int, np.ndarray | ov.Tensor]], collect_arg: Any = None) -> T:
+        """Infer `inputs` (arrays or tensors by input index) and return `collect(request, collect_arg)`."""
+        queued = time.perf_counter_ns()
         request = await self._idle.get()
+        started = time.perf_counter_ns()
+        self.statistics.queue.add(started - queued)
+        try:
+            _set_inputs(request, inputs)
+        except BaseException:
+            self._idle.put_nowait(request)
+            raise
         if self._inline:
             try:
-                request.infer(inputs, share_inputs=True)
+                request.infer(share_outputs=True)  # outputs are read by `collect`, not from this result
                 result = self._collect(request, collect_arg)
                 seconds = request.latency * 1e-3
             finally:
                 self._idle.put_nowait(request)
             self.record(seconds)
+            self.statistics.compute_infer.add(time.perf_counter_ns() - started)
             return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         key = id(request)
-        self._in_flight[key] = _InFlight(request, loop, future, inputs, collect_arg)
+        self._in_flight[key] = _InFlight(request, loop, future, collect_arg)
         try:
-            request.start_async(inputs, share_inputs=True)
+            request.start_async()
         except BaseException:
             self._in_flight.pop(key, None)
             self._idle.put_nowait(request)
             raise
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = loop.create_task(self._watch())
-        return await future
+        result = await future
+        self.statistics.compute_infer.add(time.perf_counter_ns() - started)
+        return result
 
     def _on_done(self, key: int) -> None:
         """OpenVINO's callback, on its own thread: copy the outputs out and hand them to the loop."""

@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from .inference import InferOutput, TensorSpec
+from .statistics import InferStatistics
 
 
 class Servable(Protocol):
@@ -23,6 +24,8 @@ class Servable(Protocol):
     """Inputs by (mapped) name, sorted by name."""
     outputs: Mapping[str, TensorSpec]
     """Outputs by (mapped) name, sorted by name."""
+    statistics: InferStatistics
+    """Cumulative counters; the core adds request-level times, the servable its queue and inference times."""
 
     async def infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = ()) -> list[InferOutput]:
         """Run on validated inputs; return the outputs sorted by name (only `requested` ones when given)."""

@@ -18,6 +18,7 @@ from .core import Server
 from .errors import ServingError
 from .grpc.service import start_grpc_server
 from .repository import Repository
+from .workers import is_worker, supervise
 
 log = logging.getLogger("pyovms.server")
 
@@ -39,8 +40,10 @@ def configure_logging(settings: Settings) -> None:
 
 def _model_configs(settings: Settings) -> list[ModelConfig]:
     if settings.demo:
-        from .demo import build_demo_repository
+        from .demo import build_demo_repository, default_demo_dir
 
+        if is_worker():  # the supervisor built it
+            return load_config(default_demo_dir() / "config.json").models
         config_path = build_demo_repository()
         log.info("Demo repository built in %s", config_path.parent)
         return load_config(config_path).models
@@ -56,8 +59,6 @@ def _model_configs(settings: Settings) -> list[ModelConfig]:
 def _warn_not_served(settings: Settings) -> None:
     if settings.rest_port:
         log.warning("rest_port %d: the REST API is not served yet; only gRPC is", settings.rest_port)
-    if settings.grpc_workers > 1:
-        log.warning("grpc_workers %d: one gRPC server instance is used", settings.grpc_workers)
     for name in settings.extra:
         log.debug("flag %s accepted; it has no effect yet", name)
 
@@ -85,6 +86,7 @@ async def serve(settings: Settings) -> int:
                 settings.grpc_bind_address,
                 settings.grpc_max_message_size,
                 settings.grpc_channel_arguments,
+                share_port=settings.grpc_workers > 1,
             )
         except OSError as exc:
             log.error("Failed to start gRPC server: %s", exc)
@@ -112,6 +114,9 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, argv: list[str]) -> int:
+    """Serve in this process, or supervise `--grpc_workers` processes running the same `argv`."""
     configure_logging(settings)
+    if settings.grpc_workers > 1 and not is_worker():
+        return supervise(settings, argv)
     return asyncio.run(serve(settings))

@@ -51,6 +51,7 @@ def build_repository(root: Path) -> Path:
     serve("dynamic", "dynamic")
     models.build_relu(root / "ranged" / "1" / "model.xml", [1, 10])
     serve("ranged", "ranged", shape="(1:4,2:12)")
+    serve("statistics_probe", "dummy")  # inferred only by test_model_config_statistics.py, which counts
     serve("batch_any", "dummy", batch_size="-1")
     serve("batch_range", "dummy", batch_size="1:3")
     serve("batch_fixed", "dummy", batch_size=2)

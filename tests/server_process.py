@@ -29,15 +29,22 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 class ServerProcess:
     """A running `pyovms` server; `address` is host:port of its gRPC API."""
 
-    def __init__(self, args: list[str], log_path: Path, wait_ready: bool = True, timeout: float = 90) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        wait_ready: bool = True,
+        timeout: float = 90,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         command = [sys.executable, "-m", "pyovms", "--port", str(self.port), "--grpc_bind_address", "127.0.0.1"]
         command += ["--log_level", "DEBUG", *args]
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=environment)
         self.channel = grpc.insecure_channel(
             self.address,
             options=[("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)],

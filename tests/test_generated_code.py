@@ -32,7 +32,30 @@ def test_field_numbers_match_kserve():
     methods = [m.name for m in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods]
     assert methods == [
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer", "ModelStreamInfer",
+        "ModelConfig", "ModelStatistics",
     ]  # fmt: skip
+
+
+def test_triton_extension_messages_match_tritonclient():
+    """Every field of the Triton extension messages pyovms defines has Triton's number, type and cardinality."""
+    from tritonclient.grpc import model_config_pb2, service_pb2
+
+    from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+
+    theirs = {**service_pb2.DESCRIPTOR.message_types_by_name, **model_config_pb2.DESCRIPTOR.message_types_by_name}
+    names = [
+        "ModelConfigRequest", "ModelConfigResponse", "ModelConfig", "ModelInput", "ModelOutput",
+        "ModelStatisticsRequest", "ModelStatisticsResponse", "ModelStatistics", "InferStatistics",
+        "InferBatchStatistics", "StatisticDuration",
+    ]  # fmt: skip
+    for name in names:
+        for field in pb.DESCRIPTOR.message_types_by_name[name].fields:
+            other = theirs[name].fields_by_name[field.name]
+            assert (field.number, field.type, field.is_repeated) == (other.number, other.type, other.is_repeated), (
+                f"{name}.{field.name}"
+            )
+    ours = {v.name: v.number for v in pb.DESCRIPTOR.enum_types_by_name["DataType"].values}
+    assert ours == {v.name: v.number for v in model_config_pb2.DESCRIPTOR.enum_types_by_name["DataType"].values}
 
 
 def test_private_descriptor_pool_coexists_with_tritonclient():

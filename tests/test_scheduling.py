@@ -14,6 +14,10 @@ from pyovms.scheduling import WARMUP_INFERENCES, InferRequestPool
 from . import models
 
 
+def _inputs(array: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    return [(0, array)]
+
+
 def _first_output(request: ov.InferRequest, _arg) -> np.ndarray:
     return request.get_output_tensor(0).data.copy()
 
@@ -35,7 +39,7 @@ def test_results_are_right_in_both_modes(compiled, threshold):
         modes = []
         for i in range(WARMUP_INFERENCES + 4):
             values = np.full((1, 10), i, dtype=np.float32)
-            outputs = await asyncio.gather(*(pool.run({0: values}) for _ in range(3)))
+            outputs = await asyncio.gather(*(pool.run(_inputs(values)) for _ in range(3)))
             for output in outputs:
                 np.testing.assert_array_equal(output, values + 1)
             modes.append(pool.inline)
@@ -61,11 +65,11 @@ def test_failures_are_raised_and_the_pool_keeps_serving(compiled, threshold):
     async def scenario() -> None:
         pool = InferRequestPool(compiled["odd_fails"], 1, _first_output, threshold)
         for _ in range(WARMUP_INFERENCES):
-            await pool.run({0: np.ones(4, dtype=np.float32)})
+            await pool.run(_inputs(np.ones(4, dtype=np.float32)))
         assert pool.inline is (threshold > 0)
         with pytest.raises(RuntimeError):
-            await asyncio.wait_for(pool.run({0: np.ones(3, dtype=np.float32)}), timeout=10)
-        output = await asyncio.wait_for(pool.run({0: np.arange(4, dtype=np.float32)}), timeout=10)
+            await asyncio.wait_for(pool.run(_inputs(np.ones(3, dtype=np.float32))), timeout=10)
+        output = await asyncio.wait_for(pool.run(_inputs(np.arange(4, dtype=np.float32))), timeout=10)
         np.testing.assert_array_equal(output, np.arange(4, dtype=np.float32).reshape(2, 2))
 
     asyncio.run(scenario())

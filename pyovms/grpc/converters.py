@@ -11,7 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ServingError
-from ..inference import InferInput, InferRequest, InferResponse, ModelMetadata, ServerMetadata, TensorSpec
+from ..inference import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    ServerMetadata,
+    TensorSpec,
+    VersionStatistics,
+)
+from ..statistics import Duration
 from .generated import grpc_predict_v2_pb2 as pb
 
 
@@ -97,3 +106,69 @@ def model_metadata_to_pb(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
 
 def server_metadata_to_pb(metadata: ServerMetadata) -> pb.ServerMetadataResponse:
     return pb.ServerMetadataResponse(name=metadata.name, version=metadata.version, extensions=metadata.extensions)
+
+
+BACKEND = "openvino"
+_TRITON_DATATYPES = frozenset(pb.DataType.keys())
+
+
+def _config_datatype(datatype: str) -> int:
+    """Triton's DataType enum value of a KServe datatype (BYTES is TYPE_STRING)."""
+    name = "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+    return pb.DataType.Value(name) if name in _TRITON_DATATYPES else pb.TYPE_INVALID
+
+
+def model_config_to_pb(metadata: ModelMetadata) -> pb.ModelConfigResponse:
+    """Triton's ModelConfig for one version: no batching dimension split off (max_batch_size 0), full shapes."""
+    return pb.ModelConfigResponse(
+        config=pb.ModelConfig(
+            name=metadata.name,
+            platform=metadata.platform,
+            backend=BACKEND,
+            max_batch_size=0,
+            input=[
+                pb.ModelInput(name=s.name, data_type=_config_datatype(s.datatype), dims=s.metadata_shape)
+                for s in metadata.inputs
+            ],
+            output=[
+                pb.ModelOutput(name=s.name, data_type=_config_datatype(s.datatype), dims=s.metadata_shape)
+                for s in metadata.outputs
+            ],
+        )
+    )
+
+
+def _duration(duration: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=duration.count, ns=duration.ns)
+
+
+def model_statistics_to_pb(entries: list[VersionStatistics]) -> pb.ModelStatisticsResponse:
+    response = pb.ModelStatisticsResponse()
+    for entry in entries:
+        stats = entry.statistics
+        response.model_stats.add(
+            name=entry.name,
+            version=entry.version,
+            last_inference=stats.last_inference_ms,
+            inference_count=stats.inference_count,
+            execution_count=stats.execution_count,
+            inference_stats=pb.InferStatistics(
+                success=_duration(stats.success),
+                fail=_duration(stats.fail),
+                queue=_duration(stats.queue),
+                compute_input=_duration(stats.compute_input),
+                compute_infer=_duration(stats.compute_infer),
+                compute_output=_duration(stats.compute_output),
+            ),
+            batch_stats=[
+                pb.InferBatchStatistics(
+                    batch_size=1,
+                    compute_input=_duration(stats.compute_input),
+                    compute_infer=_duration(stats.compute_infer),
+                    compute_output=_duration(stats.compute_output),
+                )
+            ]
+            if stats.execution_count
+            else [],
+        )
+    return response

@@ -102,6 +102,20 @@ class InferenceService:
 
         return await _answer(context, "ModelInfer", call)
 
+    async def model_config(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.ModelConfigRequest, data)
+            return converters.model_config_to_pb(await self.server.model_metadata(request.name, request.version))
+
+        return await _answer(context, "ModelConfig", call)
+
+    async def model_statistics(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.ModelStatisticsRequest, data)
+            return converters.model_statistics_to_pb(await self.server.model_statistics(request.name, request.version))
+
+        return await _answer(context, "ModelStatistics", call)
+
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Message]:
@@ -131,6 +145,8 @@ class InferenceService:
             "ModelReady": self.model_ready,
             "ModelMetadata": self.model_metadata,
             "ModelInfer": self.model_infer,
+            "ModelConfig": self.model_config,
+            "ModelStatistics": self.model_statistics,
         }
         methods: dict[str, grpc.RpcMethodHandler] = {
             name: grpc.unary_unary_rpc_method_handler(fn, response_serializer=_serialize) for name, fn in unary.items()
@@ -147,12 +163,17 @@ async def start_grpc_server(
     bind_addresses: list[str],
     max_message_size: int,
     channel_arguments: list[tuple[str, Any]],
+    share_port: bool = False,
 ) -> grpc.aio.Server:
-    """Create, bind and start the gRPC server; raise OSError when an address cannot be bound."""
+    """Create, bind and start the gRPC server; raise OSError when an address cannot be bound.
+
+    `share_port` sets SO_REUSEPORT so that `--grpc_workers` processes bind the same port; otherwise a port that
+    another process holds is an error, as in OVMS.
+    """
     options: dict[str, Any] = {
         "grpc.max_send_message_length": max_message_size,
         "grpc.max_receive_message_length": max_message_size,
-        "grpc.so_reuseport": 0,
+        "grpc.so_reuseport": int(share_port),
     }
     options.update(dict(channel_arguments))
     grpc_server = grpc.aio.server(options=list(options.items()))

@@ -1,0 +1,103 @@
+"""`--grpc_workers N`: N server processes sharing the gRPC port through SO_REUSEPORT.
+
+One Python process serves at most one core's worth of gRPC and Python work (the GIL), so the command, when asked for
+more than one worker, becomes a small supervisor: it starts N copies of itself with the same flags, each with its own
+repository and compiled models, and the kernel spreads incoming *connections* over them (balancing is per connection,
+not per request: one client channel always talks to one worker). The supervisor forwards SIGINT/SIGTERM to the
+workers and waits for them; if a worker dies on its own the others are stopped and the supervisor exits non-zero,
+so a process manager sees the failure instead of a server silently running at reduced capacity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Collection
+
+from .cli import Settings
+
+log = logging.getLogger("pyovms.workers")
+
+WORKER_ENV = "PYOVMS_GRPC_WORKER"
+"""Set in a worker's environment to its index; a worker never starts workers of its own."""
+STOP_TIMEOUT_S = 30.0
+POLL_S = 0.1
+_PR_SET_PDEATHSIG = 1
+
+
+def is_worker() -> bool:
+    return WORKER_ENV in os.environ
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: Linux delivers SIGTERM to it when the supervisor dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _prepare(settings: Settings) -> None:
+    """Work done once before the workers start, so that they do not race each other doing it."""
+    if settings.demo:
+        from .demo import build_demo_repository
+
+        log.info("Demo repository built in %s", build_demo_repository().parent)
+
+
+def supervise(settings: Settings, argv: list[str]) -> int:
+    """Start `settings.grpc_workers` workers running `argv`, wait for a signal or a worker's death; exit status."""
+    _prepare(settings)
+    stopping = False
+    workers: list[subprocess.Popen[bytes]] = []
+    signalled: set[int] = set()  # a second SIGTERM would kill a worker that already restored default handlers
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+                signalled.add(worker.pid)
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for index in range(settings.grpc_workers):
+            env = dict(os.environ, **{WORKER_ENV: str(index)})
+            workers.append(
+                subprocess.Popen([sys.executable, "-m", "pyovms", *argv], env=env, preexec_fn=_die_with_parent)
+            )
+        log.info("Started %d gRPC workers: pids %s", len(workers), " ".join(str(w.pid) for w in workers))
+        while not stopping:
+            failed = next((w for w in workers if w.poll() is not None), None)
+            if failed is not None:
+                log.error("gRPC worker %d exited with status %d; stopping the others", failed.pid, failed.returncode)
+                _stop_all(workers, signal.SIGTERM)
+                return failed.returncode or 1
+            time.sleep(POLL_S)
+        statuses = _stop_all(workers, signal.SIGTERM, skip=signalled)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return next((status for status in statuses if status), 0)
+
+
+def _stop_all(workers: list[subprocess.Popen[bytes]], signum: int, skip: Collection[int] = ()) -> list[int]:
+    """Signal the workers still running (but those in `skip`), wait for them, kill the stragglers; exit statuses."""
+    for worker in workers:
+        if worker.poll() is None and worker.pid not in skip:
+            worker.send_signal(signum)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    statuses = []
+    for worker in workers:
+        try:
+            statuses.append(worker.wait(max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            log.error("gRPC worker %d did not stop in %.0f s; killing it", worker.pid, STOP_TIMEOUT_S)
+            worker.kill()
+            statuses.append(worker.wait())
+    return statuses
