@@ -114,7 +114,7 @@ class InferRequestPool(Generic[T]):
     async def run(self, inputs: Sequence[tuple[int, np.ndarray | ov.Tensor]], collect_arg: Any = None) -> T:
         """Infer `inputs` (arrays or tensors by input index) and return `collect(request, collect_arg)`."""
         queued = time.perf_counter_ns()
-        request = await self._idle.get()
+        request = self._idle.get_nowait() if self._idle.qsize() else await self._idle.get()
         started = time.perf_counter_ns()
         self.statistics.queue.add(started - queued)
         try:

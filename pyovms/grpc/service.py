@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -39,18 +39,23 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
+async def _abort(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> NoReturn:
+    """Answer `exc`: a core error with its code and OVMS message, anything else INTERNAL (traceback logged)."""
+    if isinstance(exc, ServingError):
+        log.debug("%s: %s", method, exc.message)
+        await context.abort(grpc_code(exc.status), exc.message)
+    log.error("%s failed", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, Status.INTERNAL_ERROR.message)
+    raise AssertionError("unreachable")  # abort() raises
+
+
 async def _answer(context: grpc.aio.ServicerContext, method: str, call: Callable[[], Awaitable[Message]]) -> Message:
     try:
         return await call()
-    except ServingError as exc:
-        log.debug("%s: %s", method, exc.message)
-        await context.abort(grpc_code(exc.status), exc.message)
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("%s failed", method)
-        await context.abort(grpc.StatusCode.INTERNAL, Status.INTERNAL_ERROR.message)
-    raise AssertionError("unreachable")  # abort() raises
+    except Exception as exc:
+        await _abort(context, method, exc)
 
 
 class InferenceService:
@@ -96,11 +101,14 @@ class InferenceService:
         return await _answer(context, "ModelMetadata", call)
 
     async def model_infer(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
-        async def call() -> Message:
+        # The hot path: written out rather than through `_answer`, which costs a closure and a coroutine per call.
+        try:
             request = converters.infer_request_from_pb(_parse(pb.ModelInferRequest, data))
             return converters.infer_response_to_pb(await self.server.infer(request))
-
-        return await _answer(context, "ModelInfer", call)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await _abort(context, "ModelInfer", exc)
 
     async def model_config(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         async def call() -> Message:
