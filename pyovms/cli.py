@@ -30,6 +30,16 @@ class UsageError(Exception):
     """A flag value or combination OVMS refuses at startup."""
 
 
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    """`--allowed_origins`, `--allowed_methods`, `--allowed_headers` (comma-separated or `*`), `--allow_credentials`."""
+
+    origins: str = "*"
+    methods: str = "*"
+    headers: str = "*"
+    credentials: bool = False
+
+
 @dataclass(slots=True)
 class Settings:
     """Everything the command line configures."""
@@ -47,6 +57,9 @@ class Settings:
     grpc_max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     """Largest gRPC message received or sent, in bytes (1 GiB as in OVMS)."""
     rest_workers: int | None = None
+    rest_max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    """Largest REST request body, in bytes (1 GiB as in OVMS)."""
+    cors: CorsSettings = field(default_factory=lambda: CorsSettings())
     file_system_poll_wait_seconds: int = 1
     log_level: str = "INFO"
     log_path: str | None = None
@@ -108,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc_max_message_size", type=_uint, default=DEFAULT_MAX_MESSAGE_SIZE, help="max gRPC message bytes"
     )
     server.add_argument("--rest_workers", type=int, help="REST worker count (2..10000)")
+    server.add_argument(
+        "--rest_max_body_size", type=_uint, default=DEFAULT_MAX_MESSAGE_SIZE, help="max REST request body bytes"
+    )
     server.add_argument(
         "--inline_threshold_us",
         type=_uint,
@@ -287,9 +303,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             plugin_config=_json_object(args.plugin_config, "plugin_config") or {},
         )
     extra_names = (
-        "allowed_origins", "allowed_methods", "allowed_headers", "allow_credentials", "api_key_file",
-        "sequence_cleaner_poll_wait_minutes", "custom_node_resources_cleaner_interval_seconds", "cpu_extension",
-        "mean", "scale", "color_format", "precision", "stateful", "list_models", "add_to_config",
+        "api_key_file", "sequence_cleaner_poll_wait_minutes", "custom_node_resources_cleaner_interval_seconds",
+        "cpu_extension", "mean", "scale", "color_format", "precision", "stateful", "list_models", "add_to_config",
         "remove_from_config", "model_repository_path",
     )  # fmt: skip
     return Settings(
@@ -303,6 +318,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         grpc_channel_arguments=channel_arguments,
         grpc_max_message_size=args.grpc_max_message_size,
         rest_workers=args.rest_workers,
+        rest_max_body_size=args.rest_max_body_size,
+        cors=CorsSettings(
+            args.allowed_origins, args.allowed_methods, args.allowed_headers, bool(args.allow_credentials)
+        ),
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         log_level=args.log_level,
         log_path=args.log_path,

@@ -12,7 +12,14 @@ from collections.abc import AsyncIterator
 
 from . import __version__
 from .errors import ServingError, Status
-from .inference import InferRequest, InferResponse, ModelMetadata, ServerMetadata, VersionStatistics
+from .inference import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    ServerMetadata,
+    VersionStatistics,
+    VersionStatus,
+)
 from .repository import Repository, VersionState, check_available
 from .validation import check_requested_outputs, prepare_inputs
 
@@ -110,6 +117,16 @@ class Server:
             for entry in entries
             if entry.servable is not None
         ]
+
+    def model_statuses(self) -> dict[str, list[VersionStatus]]:
+        """Every model's versions with their states, by model name (the status JSON of `GET /v1/config`)."""
+        return {
+            name: [
+                VersionStatus(str(entry.version), entry.state.name, entry.error_code)
+                for _, entry in sorted(model.versions.items())
+            ]
+            for name, model in sorted(self.repository.models.items())
+        }
 
     async def infer_stream(self, requests: AsyncIterator[InferRequest]) -> AsyncIterator[InferResponse | ServingError]:
         """Streaming inference, served by graphs; for any other servable each request gets an error."""

@@ -38,6 +38,27 @@ class Status(enum.Enum):
     INVALID_STRING_MAX_SIZE_EXCEEDED = "Maximum 2D array after string conversion exceeded 1GB"
     REQUEST_UNPARSABLE = "Request could not be parsed"
     NOT_IMPLEMENTED = "Functionality not implemented"
+    # REST front end
+    REST_INVALID_URL = "Invalid request URL"
+    REST_UNSUPPORTED_METHOD = "Unsupported method"
+    REST_BODY_IS_NOT_AN_OBJECT = "Request body should be JSON object"
+    REST_NO_INPUTS_FOUND = "Invalid JSON structure, missing inputs"
+    REST_COULD_NOT_PARSE_INPUT = "Could not parse input content. Not valid ndarray detected"
+    REST_COULD_NOT_PARSE_OUTPUT = "Could not parse output content."
+    REST_COULD_NOT_PARSE_PARAMETERS = "Could not parse request parameters"
+    REST_UNSUPPORTED_PRECISION = "Could not parse input content. Unsupported data precision detected"
+    REST_BINARY_DATA_SIZE_PARAMETER_INVALID = "binary_data_size parameter is invalid and cannot be parsed"
+    REST_BINARY_BUFFER_EXCEEDED = "Received buffer size is smaller than binary_data_size parameter indicates"
+    REST_INFERENCE_HEADER_CONTENT_LENGTH_INVALID = (
+        "Inference-Header-Content-Length header is invalid and couldn't be parsed"
+    )
+    REST_INFERENCE_HEADER_CONTENT_LENGTH_EXCEEDED = (
+        "Inference-Header-Content-Length header exceeds actual payload length"
+    )
+    REST_CONTENTS_FIELD_NOT_EMPTY = "Request contains values both in binary data and in content value"
+    REST_BODY_TOO_LARGE = "Request body exceeds the allowed size"
+    JSON_NESTING_DEPTH_EXCEEDED = "JSON nesting depth exceeds the allowed limit"
+    SERVER_NOT_READY = "Server is not ready"
     # Execution
     OV_INTERNAL_INFERENCE_ERROR = "Internal inference error"
     INTERNAL_ERROR = "Internal server error"

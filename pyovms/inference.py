@@ -30,13 +30,14 @@ class TensorContents(Protocol):
 
 @dataclass(slots=True)
 class InferInput:
-    """One input tensor of a request: data in `contents` (typed values) or in `raw` (encoded bytes)."""
+    """One input tensor of a request: data in `contents` (typed values: the protobuf contents message, or a flat
+    numpy array of the datatype's dtype from REST JSON) or in `raw` (encoded bytes)."""
 
     name: str
     datatype: str
     shape: tuple[int, ...]
-    contents: TensorContents | None = None
-    raw: bytes | None = None
+    contents: TensorContents | np.ndarray | None = None
+    raw: bytes | memoryview | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,3 +135,12 @@ class VersionStatistics:
     name: str
     version: str
     statistics: InferStatistics
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    """One version's state as `GET /v1/config` reports it."""
+
+    version: str
+    state: str
+    error_code: str

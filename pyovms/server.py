@@ -1,4 +1,4 @@
-"""Process wiring: logging, the repository, the gRPC server, signals, start-up and shutdown.
+"""Process wiring: logging, the repository, the gRPC and REST servers, signals, start-up and shutdown.
 
 Start-up order follows OVMS: the gRPC server answers (live, not ready) before models load; ServerReady turns
 true when the initial load finishes, whatever the outcome of each model.
@@ -19,6 +19,7 @@ from .core import Server
 from .errors import ServingError
 from .grpc.service import start_grpc_server
 from .repository import Repository
+from .rest.server import RestApi, start_rest_server
 from .workers import is_worker, supervise
 
 log = logging.getLogger("pyovms.server")
@@ -58,8 +59,8 @@ def _model_configs(settings: Settings) -> list[ModelConfig]:
 
 
 def _warn_not_served(settings: Settings) -> None:
-    if settings.rest_port:
-        log.warning("rest_port %d: the REST API is not served yet; only gRPC is", settings.rest_port)
+    if settings.rest_workers:
+        log.debug("rest_workers %d accepted: REST requests are served by the event loop", settings.rest_workers)
     for name in settings.extra:
         log.debug("flag %s accepted; it has no effect yet", name)
 
@@ -93,6 +94,19 @@ async def serve(settings: Settings) -> int:
             log.error("Failed to start gRPC server: %s", exc)
             return 1
         log.info("Started gRPC server on port %d (%s)", settings.port, ",".join(settings.grpc_bind_address))
+    rest_server = None
+    if settings.rest_port:
+        api = RestApi(server, settings.cors, settings.rest_max_body_size)
+        try:
+            rest_server = await start_rest_server(
+                api, settings.rest_port, settings.rest_bind_address, share_port=settings.grpc_workers > 1
+            )
+        except OSError as exc:
+            log.error("Failed to start REST server: %s", exc)
+            if grpc_server is not None:
+                await grpc_server.stop(0)
+            return 1
+        log.info("Started REST server on port %d (%s)", settings.rest_port, ",".join(settings.rest_bind_address))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,8 +124,12 @@ async def serve(settings: Settings) -> int:
     log.info("Shutting down")
     server.set_ready(False)
     loader.cancel()
+    stopping = []
     if grpc_server is not None:
-        await grpc_server.stop(SHUTDOWN_GRACE_S)
+        stopping.append(grpc_server.stop(SHUTDOWN_GRACE_S))
+    if rest_server is not None:
+        stopping.append(rest_server.stop(SHUTDOWN_GRACE_S))
+    await asyncio.gather(*stopping)
     repository.unload()
     return 0
 

@@ -93,6 +93,13 @@ def from_openvino(type_name: str) -> tuple[str, str]:
     return INVALID, _OTHER_PRECISIONS.get(type_name, type_name.upper())
 
 
+def triton_config_datatype(datatype: str) -> str:
+    """Triton's model-configuration name of a KServe datatype (`TYPE_FP32`; BYTES is `TYPE_STRING`)."""
+    if datatype == "BYTES":
+        return "TYPE_STRING"
+    return f"TYPE_{datatype}" if datatype in DATATYPES else "TYPE_INVALID"
+
+
 def from_numpy(dtype: np.dtype) -> str:
     """The KServe datatype of a numpy dtype (bytes and str arrays are BYTES)."""
     if dtype.kind in "SUO":
@@ -104,7 +111,10 @@ def from_numpy(dtype: np.dtype) -> str:
 
 
 def contents_values(datatype: Datatype, contents: Any) -> Sequence[Any]:
-    """The typed values of the field that carries `datatype` (empty when the type has no field)."""
+    """The typed values of the field that carries `datatype` (empty when the type has no field); a flat numpy array
+    (REST JSON data, already of the datatype's dtype) is its own values."""
+    if isinstance(contents, np.ndarray):
+        return contents
     if contents is None or datatype.contents_field is None:
         return ()
     return getattr(contents, datatype.contents_field)
@@ -119,7 +129,9 @@ def decode_raw(datatype: Datatype, shape: Sequence[int], buffer: bytes | memoryv
 def decode_contents(datatype: Datatype, shape: Sequence[int], contents: Any) -> np.ndarray:
     """Typed contents as an array of the datatype, cast like C does (int_contents to INT8 wraps)."""
     assert datatype.dtype is not None and datatype.contents_dtype is not None
-    values = np.asarray(contents_values(datatype, contents), dtype=datatype.contents_dtype)
+    values = contents_values(datatype, contents)
+    if not isinstance(values, np.ndarray):
+        values = np.asarray(values, dtype=datatype.contents_dtype)
     return values.astype(datatype.dtype, copy=False).reshape(shape)
 
 

@@ -125,6 +125,8 @@ def _string_items(tensor: InferInput, where: str) -> list[bytes]:
         return items
     if tensor.contents is None:
         return []
+    if isinstance(tensor.contents, np.ndarray):  # REST JSON strings, already UTF-8 bytes
+        return list(tensor.contents)
     return list(tensor.contents.bytes_contents)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
 from . import models
 from .server_process import ServerProcess
@@ -51,6 +52,7 @@ def build_repository(root: Path) -> Path:
     serve("dynamic", "dynamic")
     models.build_relu(root / "ranged" / "1" / "model.xml", [1, 10])
     serve("ranged", "ranged", shape="(1:4,2:12)")
+    serve("spaced name", "dummy")  # reached over REST as /v2/models/spaced%20name
     serve("statistics_probe", "dummy")  # inferred only by test_model_config_statistics.py, which counts
     serve("batch_any", "dummy", batch_size="-1")
     serve("batch_range", "dummy", batch_size="1:3")
@@ -103,6 +105,13 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture(scope="session")
 def client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
     triton = grpcclient.InferenceServerClient(server.address)
+    yield triton
+    triton.close()
+
+
+@pytest.fixture(scope="session")
+def http_client(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
+    triton = httpclient.InferenceServerClient(server.rest_address)
     yield triton
     triton.close()
 

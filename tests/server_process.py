@@ -27,7 +27,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 
 class ServerProcess:
-    """A running `pyovms` server; `address` is host:port of its gRPC API."""
+    """A running `pyovms` server; `address` is host:port of its gRPC API, `rest_address` of its REST API."""
 
     def __init__(
         self,
@@ -39,8 +39,12 @@ class ServerProcess:
     ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.rest_port = free_port()
+        self.rest_address = f"127.0.0.1:{self.rest_port}"
         self.log_path = log_path
         command = [sys.executable, "-m", "pyovms", "--port", str(self.port), "--grpc_bind_address", "127.0.0.1"]
+        if "--rest_port" not in args:
+            command += ["--rest_port", str(self.rest_port), "--rest_bind_address", "127.0.0.1"]
         command += ["--log_level", "DEBUG", *args]
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))

@@ -135,6 +135,14 @@ def test_every_status_has_a_grpc_code_and_none_is_unknown():
     assert all(grpc_code(status) is not grpc.StatusCode.UNKNOWN for status in Status)
 
 
+def test_every_status_has_an_http_code_and_only_server_faults_are_500():
+    from pyovms.rest.status import HTTP_CODES
+
+    assert set(HTTP_CODES) == set(Status)
+    server_faults = {s for s, code in HTTP_CODES.items() if code == 500}
+    assert all(GRPC_CODES[s].name == "INTERNAL" for s in server_faults)
+
+
 def test_validation_order_count_before_names():
     spec = {"b": TensorSpec("b", "FP32", "FP32", (Dim.static(1), Dim.static(2)), 0)}
     request = InferRequest("m", inputs=[InferInput("x", "FP32", (1, 2)), InferInput("y", "FP32", (1, 2))])

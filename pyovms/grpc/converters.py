@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .. import tensors
 from ..errors import ServingError
 from ..inference import (
     InferInput,
@@ -109,13 +110,10 @@ def server_metadata_to_pb(metadata: ServerMetadata) -> pb.ServerMetadataResponse
 
 
 BACKEND = "openvino"
-_TRITON_DATATYPES = frozenset(pb.DataType.keys())
 
 
 def _config_datatype(datatype: str) -> int:
-    """Triton's DataType enum value of a KServe datatype (BYTES is TYPE_STRING)."""
-    name = "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
-    return pb.DataType.Value(name) if name in _TRITON_DATATYPES else pb.TYPE_INVALID
+    return pb.DataType.Value(tensors.triton_config_datatype(datatype))
 
 
 def model_config_to_pb(metadata: ModelMetadata) -> pb.ModelConfigResponse:
