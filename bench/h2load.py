@@ -1,5 +1,6 @@
 """Drive pyovms with h2load (Debian package nghttp2-client), a C HTTP/2 load generator, so that the client's own
-cost does not hide the server's: a pre-framed gRPC body, N streams in flight over one or more connections.
+cost does not hide the server's: a pre-framed gRPC body, N streams in flight over one or more connections; or, for
+REST, HTTP/1.1 (`--h1`) with N connections of one request each.
 
 h2load counts HTTP 200 as success even when `grpc-status` is not 0, so one request is checked with grpcio first.
 Per-request latencies come from h2load's --log-file.
@@ -12,6 +13,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -33,18 +35,37 @@ def check_answer(address: str, body: bytes) -> None:
 def h2load_run(
     address: str, body: bytes, concurrency: int, seconds: float, warmup: float = 1.0, connections: int = 1
 ) -> Result:
-    """req/s and latency percentiles of `concurrency` streams over `connections` connections for `seconds`."""
+    """gRPC ModelInfer: req/s and latency percentiles of `concurrency` streams over `connections` connections."""
     connections = min(connections, concurrency)
     check_answer(address, body)
+    framed = b"\x00" + struct.pack(">I", len(body)) + body  # gRPC length-prefixed message
+    headers = ["content-type: application/grpc", "te: trailers"]
+    options = ["-c", str(connections), "-m", str(concurrency // connections)]
+    return _run(f"http://{address}{MODEL_INFER}", framed, headers, options, seconds, warmup)
+
+
+def h2load_rest(
+    address: str, path: str, body: bytes, headers: list[str], concurrency: int, seconds: float, warmup: float = 1.0
+) -> Result:
+    """REST over HTTP/1.1: `concurrency` connections with one request in flight each."""
+    url = f"http://{address}{path}"
+    request = urllib.request.Request(url, data=body, method="POST")
+    for header in headers:
+        name, _, value = header.partition(":")
+        request.add_header(name, value.strip())
+    with urllib.request.urlopen(request, timeout=30) as answer:  # raises unless 2xx
+        answer.read()
+    return _run(url, body, headers, ["--h1", "-c", str(concurrency), "-m", "1"], seconds, warmup)
+
+
+def _run(url: str, body: bytes, headers: list[str], options: list[str], seconds: float, warmup: float) -> Result:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "body"
-        data.write_bytes(b"\x00" + struct.pack(">I", len(body)) + body)  # gRPC length-prefixed message
+        data.write_bytes(body)
         log = Path(tmp) / "log"
         command = [
-            "h2load", f"http://{address}{MODEL_INFER}", "-t", "1",
-            "-c", str(connections), "-m", str(concurrency // connections),
-            "-D", f"{round(seconds)}s", "--warm-up-time", f"{round(warmup)}s", "-d", str(data), "--log-file", str(log),
-            "-H", "content-type: application/grpc", "-H", "te: trailers",
+            "h2load", url, "-t", "1", *options, "-D", f"{round(seconds)}s", "--warm-up-time", f"{round(warmup)}s",
+            "-d", str(data), "--log-file", str(log), *[item for h in headers for item in ("-H", h)],
         ]  # fmt: skip
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]

@@ -6,6 +6,7 @@
 - s2 heavy: `heavy` (FP32 [1,3,224,224], ~600 KB per request, a few ms per inference), raw, concurrency 1, 4, 16
 - s3 typed contents: s1 with `fp32_contents` instead of raw
 - s4 the limit: the same models in-process through OpenVINO's AsyncInferQueue, same concurrency and nireq
+- rest: s1 over REST, JSON and binary tensor extension, driven by h2load over HTTP/1.1 (one request per connection)
 - s5 peers: s1 and s2 against MLServer and the KServe Python server running the same model (bench/servers.py; their
   virtual environments are created on first use under ~/.cache/pyovms-bench or $PYOVMS_BENCH_DIR)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -27,7 +29,7 @@ import openvino as ov
 
 from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
-from .h2load import h2load_run
+from .h2load import h2load_rest, h2load_run
 from .loadgen import Result, grpc_load, openvino_load
 from .models import HEAVY_SHAPE, write_repository
 from .servers import default_peer_dir, ensure_venv, start_kserve, start_mlserver, start_pyovms
@@ -53,6 +55,23 @@ def request_body(model: str, name: str, array: np.ndarray, typed: bool = False) 
     return message.SerializeToString()
 
 
+def _rest_bodies() -> list[tuple[str, bytes, list[str]]]:
+    """s1's request over REST: JSON `data`, and the binary tensor extension in and out."""
+    values = _tiny_input()
+    tensor = {"name": "b", "shape": list(values.shape), "datatype": "FP32"}
+    as_json = json.dumps({"inputs": [{**tensor, "data": values.reshape(-1).tolist()}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": values.nbytes}}],
+            "outputs": [{"name": "a", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return [
+        ("rest json", as_json, ["content-type: application/json"]),
+        ("rest binary", header + values.tobytes(), [f"inference-header-content-length: {len(header)}"]),
+    ]
+
+
 def _median(results: list[Result]) -> Result:
     return Result(
         statistics.median(r.rps for r in results),
@@ -72,7 +91,7 @@ def _row(scenario: str, model: str, concurrency: int, result: Result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4", "s5"])
+    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4", "s5", "rest"])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nireq", type=int, default=0, help="nireq of both the server and s4 (0: OpenVINO's optimal)")
@@ -108,13 +127,21 @@ def main(argv: list[str] | None = None) -> int:
             print(_row(scenario, model, concurrency, results[scenario, model, concurrency]), flush=True)
 
     over_grpc = [s for s in args.scenarios if s in plans]
-    if over_grpc:
+    if over_grpc or "rest" in args.scenarios:
         server = start_pyovms(config, ["dummy", "heavy"], args.server_args.split())
         try:
             for scenario in over_grpc:
                 for model, body in plans[scenario]:
                     label = scenario if args.client == "grpc.aio" else f"{scenario} h2load"
                     measure(label, server.address, model, body, args.client)
+            if "rest" in args.scenarios:
+                for label, body, headers in _rest_bodies():
+                    for concurrency in CONCURRENCY["dummy"]:
+                        runs = [
+                            h2load_rest(server.rest_address, "/v2/models/dummy/infer", body, headers, concurrency, s)
+                            for s in [args.seconds] * args.repeat
+                        ]
+                        print(_row(label, "dummy", concurrency, _median(runs)), flush=True)
         finally:
             server.stop()
     if "s5" in args.scenarios:

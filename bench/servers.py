@@ -116,6 +116,7 @@ class Peer:
     name: str
     address: str
     process: subprocess.Popen
+    rest_address: str = ""
 
     def stop(self) -> None:
         self.process.terminate()
@@ -156,11 +157,12 @@ def _wait_models_ready(peer: Peer, models: list[str], timeout: float = 180, conn
 
 
 def start_pyovms(config: Path, models: list[str], extra_args: list[str]) -> Peer:
-    """pyovms serving `config`, once `models` are ready."""
-    port = free_port()
+    """pyovms serving `config` over gRPC and REST, once `models` are ready."""
+    port, rest_port = free_port(), free_port()
     command = [sys.executable, "-m", "pyovms", "--config_path", str(config), "--port", str(port)]
-    command += ["--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING", *extra_args]
-    peer = Peer("pyovms", f"127.0.0.1:{port}", subprocess.Popen(command))
+    command += ["--rest_port", str(rest_port), "--grpc_bind_address", "127.0.0.1", "--rest_bind_address", "127.0.0.1"]
+    command += ["--log_level", "WARNING", *extra_args]
+    peer = Peer("pyovms", f"127.0.0.1:{port}", subprocess.Popen(command), f"127.0.0.1:{rest_port}")
     return _wait_models_ready(peer, models, connections=8 if "--grpc_workers" in extra_args else 1)
 
 

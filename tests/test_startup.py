@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 
 import grpc
@@ -35,10 +36,27 @@ def _wait_live(stub, timeout: float = 30) -> None:
     raise AssertionError("server never became live")
 
 
+def _rest(process: ServerProcess, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(process.rest_address, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 def test_live_before_ready_then_ready(slow_server):
     stub = slow_server.stub
     _wait_live(stub)
     assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready is False
+    # REST says the same while the model loads: live, not ready (503), the loading version not ready (404).
+    assert _rest(slow_server, "/v2/health/live") == (200, b"")
+    assert _rest(slow_server, "/v2/health/ready") == (503, b'{"error":"Server is not ready"}')
+    assert _rest(slow_server, "/v2/models/slow/versions/1/ready") == (
+        404,
+        b'{"error":"Model with requested version is not loaded yet"}',
+    )
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelReady(service_pb2.ModelReadyRequest(name="slow"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
@@ -55,6 +73,8 @@ def test_live_before_ready_then_ready(slow_server):
     assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready is True
     assert stub.ModelReady(service_pb2.ModelReadyRequest(name="slow")).ready is True
     assert "STATUS CHANGE: Version 1 of model slow status change." in slow_server.log()
+    assert _rest(slow_server, "/v2/health/ready") == (200, b"")
+    assert _rest(slow_server, "/v2/models/slow/versions/1/ready") == (200, b"")
 
 
 @pytest.mark.parametrize(("flag", "expected"), [([], "uvloop"), (["--event_loop", "asyncio"], "asyncio")])
