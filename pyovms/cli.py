@@ -59,6 +59,8 @@ class Settings:
     rest_workers: int | None = None
     rest_max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE
     """Largest REST request body, in bytes (1 GiB as in OVMS)."""
+    max_image_decoded_bytes: int = DEFAULT_MAX_MESSAGE_SIZE
+    """Largest width x height x channels a binary image's header may declare before it is decoded."""
     cors: CorsSettings = field(default_factory=lambda: CorsSettings())
     file_system_poll_wait_seconds: int = 1
     log_level: str = "INFO"
@@ -123,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--rest_workers", type=int, help="REST worker count (2..10000)")
     server.add_argument(
         "--rest_max_body_size", type=_uint, default=DEFAULT_MAX_MESSAGE_SIZE, help="max REST request body bytes"
+    )
+    server.add_argument(
+        "--max_image_decoded_bytes",
+        type=_uint,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        help="refuse binary images whose header declares more than width x height x channels bytes (1 GiB)",
     )
     server.add_argument(
         "--inline_threshold_us",
@@ -319,6 +327,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         grpc_max_message_size=args.grpc_max_message_size,
         rest_workers=args.rest_workers,
         rest_max_body_size=args.rest_max_body_size,
+        max_image_decoded_bytes=args.max_image_decoded_bytes,
         cors=CorsSettings(
             args.allowed_origins, args.allowed_methods, args.allowed_headers, bool(args.allow_credentials)
         ),

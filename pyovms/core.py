@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from . import __version__
 from .errors import ServingError, Status
+from .images import DEFAULT_MAX_DECODED_BYTES, decode_pending
 from .inference import (
     InferRequest,
     InferResponse,
@@ -34,8 +35,11 @@ look for in ServerMetadata)."""
 class Server:
     """One model server: a repository plus the readiness flags the health calls report."""
 
-    def __init__(self, repository: Repository | None = None) -> None:
+    def __init__(
+        self, repository: Repository | None = None, max_image_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    ) -> None:
         self.repository = repository or Repository()
+        self.max_image_decoded_bytes = max_image_decoded_bytes
         self.extensions = list(EXTENSIONS)
         self._live = True
         self._ready = False
@@ -81,7 +85,7 @@ class Server:
         started = time.perf_counter_ns()
         try:
             check_requested_outputs(servable.outputs, request.outputs)
-            inputs = prepare_inputs(servable.inputs, request)
+            inputs = await decode_pending(prepare_inputs(servable.inputs, request), self.max_image_decoded_bytes)
             inputs_ready = time.perf_counter_ns()
             outputs = await servable.infer(inputs, request.outputs)
         except ServingError:

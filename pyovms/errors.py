@@ -37,6 +37,11 @@ class Status(enum.Enum):
     INVALID_INPUT_FORMAT = "Inputs inside buffer does not match expected format."
     INVALID_STRING_MAX_SIZE_EXCEEDED = "Maximum 2D array after string conversion exceeded 1GB"
     REQUEST_UNPARSABLE = "Request could not be parsed"
+    UNSUPPORTED_LAYOUT = "Received binary image input but resource not configured to accept NHWC layout"
+    INVALID_NO_OF_CHANNELS = "Invalid number of channels in binary input"
+    BINARY_IMAGES_RESOLUTION_MISMATCH = "Binary input images for this endpoint are required to have the same resolution"
+    BYTES_CONTENTS_EMPTY = "Bytes contents is empty"
+    IMAGE_PARSING_FAILED = "Image parsing failed"
     NOT_IMPLEMENTED = "Functionality not implemented"
     # REST front end
     REST_INVALID_URL = "Invalid request URL"

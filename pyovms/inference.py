@@ -102,6 +102,8 @@ class TensorSpec:
     """Position of the batch dimension (`N` in the layout; first by default; None for scalars)."""
     bytes_hint: str | None = None
     """What a BYTES request means for this input: `string`, `string_2d`, `image` or None (not accepted)."""
+    layout: str = ""
+    """The endpoint layout as OpenVINO writes it (`[N,H,W,C]`, `[N,C,H,W]` ...); empty when unspecified."""
 
     @property
     def metadata_shape(self) -> list[int]:

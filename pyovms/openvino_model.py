@@ -342,8 +342,9 @@ def _spec(name: str, port: ov.Output) -> TensorSpec:
         hint = "image"
     else:
         hint = None
-    batch = _batch_index(ov.layout_helpers.get_layout(port), len(shape))
-    return TensorSpec(name, datatype, precision, shape, batch, hint)
+    layout = ov.layout_helpers.get_layout(port)
+    batch = _batch_index(layout, len(shape))
+    return TensorSpec(name, datatype, precision, shape, batch, hint, "" if layout.empty else layout.to_string())
 
 
 def _output_kind(spec: TensorSpec) -> str:

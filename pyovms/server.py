@@ -78,7 +78,7 @@ async def serve(settings: Settings) -> int:
         Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
         repository.core.set_property({"CACHE_DIR": settings.cache_dir})
         log.info("Model cache is enabled: %s", settings.cache_dir)
-    server = Server(repository)
+    server = Server(repository, settings.max_image_decoded_bytes)
     grpc_server = None
     if settings.port:
         try:

@@ -57,6 +57,10 @@ class Dim:
         """Whether a request dimension of size n fits."""
         return n >= self.lo and (self.hi == ANY or n <= self.hi)
 
+    def clamp(self, n: int) -> int:
+        """`n` moved into the range (binary images are resized to the nearer bound of a range dimension)."""
+        return max(self.lo, n if self.hi == ANY else min(n, self.hi))
+
     @property
     def metadata_value(self) -> int:
         """The value model metadata reports: the size when static, -1 otherwise."""

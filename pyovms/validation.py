@@ -12,6 +12,7 @@ import numpy as np
 
 from . import tensors
 from .errors import ServingError, Status
+from .images import EncodedImages, check_images
 from .inference import InferInput, InferRequest, TensorSpec
 from .shapes import element_count, format_dims
 
@@ -20,14 +21,15 @@ MAX_STRING_2D_BYTES = 1 << 30
 _OVERFLOW = 1 << 64
 
 
-def prepare_inputs(specs: Mapping[str, TensorSpec], request: InferRequest) -> dict[str, np.ndarray]:
-    """Validate `request` against `specs` and return one array per input name."""
+def prepare_inputs(specs: Mapping[str, TensorSpec], request: InferRequest) -> dict[str, np.ndarray | EncodedImages]:
+    """Validate `request` against `specs` and return one array per input name (encoded images are decoded later,
+    off the event loop: `pyovms.images.decode_images`)."""
     inputs = request.inputs
     if not inputs or len(inputs) != len(specs):
         raise ServingError(Status.INVALID_NO_OF_INPUTS, f"Expected: {len(specs)}; Actual: {len(inputs)}")
     _check_buffers(request)
     by_name = {tensor.name: tensor for tensor in inputs}
-    prepared: dict[str, np.ndarray] = {}
+    prepared: dict[str, np.ndarray | EncodedImages] = {}
     for name in sorted(specs):
         tensor = by_name.get(name)
         if tensor is None:
@@ -64,7 +66,7 @@ def _check_buffers(request: InferRequest) -> None:
             )
 
 
-def _prepare(spec: TensorSpec, tensor: InferInput) -> np.ndarray:
+def _prepare(spec: TensorSpec, tensor: InferInput) -> np.ndarray | EncodedImages:
     where = f"input name: {spec.name}"
     shape = tensor.shape
     if any(n < 0 for n in shape):
@@ -77,7 +79,7 @@ def _prepare(spec: TensorSpec, tensor: InferInput) -> np.ndarray:
         if spec.bytes_hint == "string_2d":
             return _strings_2d(spec, tensor, where)
         if spec.bytes_hint == "image":
-            raise ServingError(Status.NOT_IMPLEMENTED, f"binary image inputs are not supported yet; {where}")
+            return check_images(spec, shape, _image_items(tensor, where), where)
     datatype = tensors.DATATYPES.get(tensor.datatype)
     if datatype is None or tensor.datatype != spec.datatype:
         raise ServingError(Status.INVALID_PRECISION, f"Expected: {spec.precision}; Actual: {tensor.datatype}; {where}")
@@ -128,6 +130,16 @@ def _string_items(tensor: InferInput, where: str) -> list[bytes]:
     if isinstance(tensor.contents, np.ndarray):  # REST JSON strings, already UTF-8 bytes
         return list(tensor.contents)
     return list(tensor.contents.bytes_contents)
+
+
+def _image_items(tensor: InferInput, where: str) -> list[bytes]:
+    """Encoded files: one per bytes_contents element, or length-prefixed in the raw buffer."""
+    if tensor.raw is not None:
+        items = tensors.split_bytes(tensor.raw)
+        if items is None:
+            raise ServingError(Status.IMAGE_PARSING_FAILED, f"raw buffer framing is broken; {where}")
+        return items
+    return _string_items(tensor, where)
 
 
 def _native_strings(spec: TensorSpec, tensor: InferInput, where: str) -> np.ndarray:

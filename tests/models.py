@@ -145,3 +145,9 @@ def build_slow_to_compile(path: Path, layers: int = 1500) -> Path:
         weights = ops.constant((rng.random((64, 64), dtype=np.float32) - 0.5) * 0.1)
         y = ops.relu(ops.matmul(y, weights, False, False))
     return _save(ov.Model([_named(y, "y")], [x], "slow"), path)
+
+
+def build_to_fp32(path: Path, shape: list, ov_type: ov.Type, in_name: str = "x", out_name: str = "y") -> Path:
+    """y = x converted to FP32: shows the values an input of `ov_type` received."""
+    x = ops.parameter(shape, ov_type, name=in_name)
+    return _save(ov.Model([_named(ops.convert(x, ov.Type.f32), out_name)], [x], "to_fp32"), path)

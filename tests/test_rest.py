@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -383,12 +382,6 @@ def test_fp16_output_in_json_is_refused_with_a_hint(http_client):
     with pytest.raises(InferenceServerException) as info:
         http_client.infer("passthrough_FP16", [tensor], outputs=[httpclient.InferRequestedOutput("out", False)])
     assert "FP16 output out is sent in binary form only" in info.value.message()
-
-
-def test_binary_string_images_are_not_implemented_yet(server):
-    body, headers = _binary([{"name": "x", "shape": [1], "datatype": "BYTES"}], struct.pack("<I", 3) + b"abc")
-    reply = call(server, "POST", "/v2/models/layout_nhwc/infer", body, **headers)
-    assert (reply.status, reply.error.split(" - ")[0]) == (501, "Functionality not implemented")
 
 
 # ---------------------------------------------------------------------------------------------- CORS

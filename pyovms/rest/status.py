@@ -3,7 +3,7 @@
 Codes follow OVMS's REST map (404 for every lookup failure, including versions still loading; 406 for a wrong
 method; 412 for configuration-type failures; 503 when the server is not ready). Where OVMS answers a client's
 mistake with 500 (nesting too deep, malformed binary headers, data both inline and binary, unimplemented
-features), pyovms answers 400, 413 or 501 instead: 500 is kept for server faults.
+features, empty or undecodable images), pyovms answers 400, 413 or 501 instead: 500 is kept for server faults.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ HTTP_CODES: dict[Status, int] = {
     _S.INVALID_INPUT_FORMAT: 400,
     _S.INVALID_STRING_MAX_SIZE_EXCEEDED: 400,
     _S.REQUEST_UNPARSABLE: 400,
+    _S.UNSUPPORTED_LAYOUT: 400,
+    _S.INVALID_NO_OF_CHANNELS: 400,
+    _S.BINARY_IMAGES_RESOLUTION_MISMATCH: 400,
+    _S.BYTES_CONTENTS_EMPTY: 400,
+    _S.IMAGE_PARSING_FAILED: 400,
     _S.PATH_INVALID: 400,
     _S.REST_INVALID_URL: 400,
     _S.REST_UNSUPPORTED_METHOD: 406,
