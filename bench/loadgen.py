@@ -99,3 +99,25 @@ def openvino_load(
     began = time.perf_counter()
     run(began + seconds)
     return Result.from_latencies(latencies, time.perf_counter() - began)
+
+
+def decode_rate(data: bytes, threads: int, seconds: float) -> float:
+    """Images per second OpenCV decodes (IMREAD_UNCHANGED, as the server does) on `threads` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    buffer = np.frombuffer(data, dtype=np.uint8)
+
+    def loop(until: float) -> int:
+        count = 0
+        while time.perf_counter() < until:
+            cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+            count += 1
+        return count
+
+    loop(time.perf_counter() + 0.5)
+    began = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        total = sum(pool.map(loop, [began + seconds] * threads))
+    return total / (time.perf_counter() - began)

@@ -9,7 +9,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from pyovms.demo import build_dummy
+from pyovms.demo import build_dummy, build_image_classifier
 
 HEAVY_SHAPE = (1, 3, 224, 224)
 
@@ -32,16 +32,36 @@ def build_heavy(path: Path, seed: int = 0) -> Path:
 
 
 def write_repository(root: Path, nireq: int = 0) -> Path:
-    """`dummy` and `heavy` under root with a config.json; returns the config path."""
+    """`dummy`, `heavy` and `classifier` (the demo's image model, NHWC endpoint for binary JPEG inputs) under root
+    with a config.json; returns the config path."""
     build_dummy(root / "dummy" / "1" / "model.xml")
     build_heavy(root / "heavy" / "1" / "model.xml")
+    build_image_classifier(root / "classifier" / "1" / "model.xml")
     extra = {"nireq": nireq} if nireq else {}
     config = {
         "model_config_list": [
             {"config": {"name": "dummy", "base_path": "dummy", **extra}},
             {"config": {"name": "heavy", "base_path": "heavy", **extra}},
+            {"config": {"name": "classifier", "base_path": "classifier", "layout": "NHWC:NCHW", **extra}},
         ]
     }
     path = root / "config.json"
     path.write_text(json.dumps(config))
     return path
+
+
+def photo_jpeg(size: int = 224, quality: int = 90) -> bytes:
+    """A photo-like 224x224 JPEG (smooth gradients, shapes, mild noise), about the size of a real one."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    picture = np.stack([ys / size * 255, xs / size * 255, (ys + xs) / (2 * size) * 255], axis=-1)
+    for _ in range(12):
+        cy, cx = rng.integers(0, size, 2).tolist()
+        r = int(rng.integers(8, 40))
+        picture[(ys - cy) ** 2 + (xs - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
+    picture = np.clip(picture + rng.normal(0, 4, picture.shape), 0, 255).astype(np.uint8)
+    ok, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()

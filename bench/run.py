@@ -6,6 +6,8 @@
 - s2 heavy: `heavy` (FP32 [1,3,224,224], ~600 KB per request, a few ms per inference), raw, concurrency 1, 4, 16
 - s3 typed contents: s1 with `fp32_contents` instead of raw
 - s4 the limit: the same models in-process through OpenVINO's AsyncInferQueue, same concurrency and nireq
+- jpeg: a 224x224 JPEG (batch 1) as BYTES to the demo's image classifier (NHWC endpoint), over gRPC with the chosen
+  client, next to OpenCV's decode-only rate of the same file on 1 and 2 threads
 - rest: s1 over REST, JSON and binary tensor extension, driven by h2load over HTTP/1.1 (one request per connection)
 - s5 peers: s1 and s2 against MLServer and the KServe Python server running the same model (bench/servers.py; their
   virtual environments are created on first use under ~/.cache/pyovms-bench or $PYOVMS_BENCH_DIR)
@@ -30,11 +32,11 @@ import openvino as ov
 from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
 from .h2load import h2load_rest, h2load_run
-from .loadgen import Result, grpc_load, openvino_load
-from .models import HEAVY_SHAPE, write_repository
+from .loadgen import Result, decode_rate, grpc_load, openvino_load
+from .models import HEAVY_SHAPE, photo_jpeg, write_repository
 from .servers import default_peer_dir, ensure_venv, start_kserve, start_mlserver, start_pyovms
 
-CONCURRENCY = {"dummy": (1, 8, 64), "heavy": (1, 4, 16)}
+CONCURRENCY = {"dummy": (1, 8, 64), "heavy": (1, 4, 16), "classifier": (1, 2, 8)}
 
 
 def _tiny_input() -> np.ndarray:
@@ -52,6 +54,14 @@ def request_body(model: str, name: str, array: np.ndarray, typed: bool = False) 
         tensor.contents.fp32_contents.extend(array.reshape(-1).tolist())
     else:
         message.raw_input_contents.append(array.tobytes())
+    return message.SerializeToString()
+
+
+def _jpeg_body() -> bytes:
+    message = pb.ModelInferRequest(model_name="classifier")
+    message.inputs.add(name="0", datatype="BYTES", shape=[1])
+    data = photo_jpeg()
+    message.raw_input_contents.append(len(data).to_bytes(4, "little") + data)
     return message.SerializeToString()
 
 
@@ -91,7 +101,7 @@ def _row(scenario: str, model: str, concurrency: int, result: Result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4", "s5", "rest"])
+    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4", "s5", "rest", "jpeg"])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nireq", type=int, default=0, help="nireq of both the server and s4 (0: OpenVINO's optimal)")
@@ -106,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "s1": [("dummy", request_body("dummy", "b", _tiny_input()))],
         "s2": [("heavy", request_body("heavy", "input", _heavy_input()))],
         "s3": [("dummy", request_body("dummy", "b", _tiny_input(), typed=True))],
+        "jpeg": [("classifier", _jpeg_body())],
     }
     print("| scenario | model | concurrency | req/s | p50 ms | p90 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     over_grpc = [s for s in args.scenarios if s in plans]
     if over_grpc or "rest" in args.scenarios:
-        server = start_pyovms(config, ["dummy", "heavy"], args.server_args.split())
+        server = start_pyovms(config, ["dummy", "heavy", "classifier"], args.server_args.split())
         try:
             for scenario in over_grpc:
                 for model, body in plans[scenario]:
@@ -153,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                     measure(f"s5 {peer_name}", peer.address, model, body)
                 finally:
                     peer.stop()
+    if "jpeg" in args.scenarios:
+        for threads in (1, 2):
+            rate = statistics.median(decode_rate(photo_jpeg(), threads, args.seconds) for _ in range(args.repeat))
+            print(f"| OpenCV decode only, {threads} thread(s) | 224x224 JPEG | - | {rate:.0f} | | | |", flush=True)
     if "s4" in args.scenarios:
         core = ov.Core()
         for model, array in (("dummy", _tiny_input()), ("heavy", _heavy_input())):

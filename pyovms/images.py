@@ -6,10 +6,10 @@ count must equal the model's C; images are resized (bilinear) to the model's H a
 N?HWC or unspecified and no dimension is -1 (range dimensions clamp the image size), otherwise every image must
 have the first one's resolution; the pixels are converted, unscaled, to the model's precision.
 
-The checks that need no pixels run first, on the event loop (`check_images`); decoding and resizing run on a
-thread pool (OpenCV releases the GIL), all images of a request in parallel (`decode_images`). Before an image is
-decoded, the width x height x channels its header declares (PNG and JPEG) is checked against a limit, so a small
-file cannot make the server allocate gigabytes; OpenCV's own pixel limit covers other formats.
+The checks that need no pixels run first, on the event loop (`check_images`); decoding, resizing and conversion run
+on a thread pool (OpenCV and numpy release the GIL), all images of a request in parallel (`decode_images`). Before
+an image is decoded, the width x height x channels its header declares (PNG and JPEG) is checked against a limit, so
+a small file cannot make the server allocate gigabytes; OpenCV's own pixel limit covers other formats.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from .errors import ServingError, Status
 from .inference import TensorSpec
 from .shapes import Dim, format_dims
+from .tensors import DATATYPES
 
 DEFAULT_MAX_DECODED_BYTES = 1 << 30
 """Default limit of width x height x channels (bytes of 8-bit pixels) an image header may declare."""
@@ -87,28 +88,38 @@ def check_images(spec: TensorSpec, shape: tuple[int, ...], items: list[bytes], w
 
 
 async def decode_images(images: EncodedImages, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> np.ndarray:
-    """The batch as the model's tensor: [N,H,W,C] (or [N,1,H,W,C] behind a demultiplexer), model precision."""
+    """The batch as the model's tensor: [N,H,W,C] (or [N,1,H,W,C] behind a demultiplexer), model precision.
+
+    Each image is decoded, resized (when the model's H and W are static) and converted in one task on the pool:
+    a thread hand-off costs about as much as decoding a small JPEG, so there is one per image, not one per step.
+    """
     loop = asyncio.get_running_loop()
     pool = _pool()
     spec, where = images.spec, images.where
+    height, width, channels = _dims(spec)
+    resizable = _resizable(spec)
+    known = (height.lo, width.lo) if resizable and height.is_static and width.is_static else None
+    dtype = _dtype(spec)
+    converted = not (resizable and known is None)  # range dimensions: resize (below) before converting
     decoded = await asyncio.gather(
         *(
-            loop.run_in_executor(pool, _decode, item, index, max_decoded_bytes, where)
+            loop.run_in_executor(
+                pool, _decode_fit, item, index, max_decoded_bytes, where, known, dtype if converted else None
+            )
             for index, item in enumerate(images.items)
         )
     )
-    height, width, channels = _dims(spec)
     first = decoded[0]
     if not channels.accepts(first.shape[2]) or any(image.shape[2] != first.shape[2] for image in decoded):
         actual = next((image.shape[2] for image in decoded if not channels.accepts(image.shape[2])), first.shape[2])
         expected = channels if not channels.is_any else first.shape[2]
         raise ServingError(Status.INVALID_NO_OF_CHANNELS, f"Expected: {expected}; Actual: {actual}; {where}")
-    if _resizable(spec):
+    if resizable and known is None:  # range dimensions: the first image's size, clamped, for every image
         target = (height.clamp(first.shape[0]), width.clamp(first.shape[1]))
         decoded = await asyncio.gather(
-            *(loop.run_in_executor(pool, _resize, image, target) for image in decoded)  # no-op when sizes match
+            *(loop.run_in_executor(pool, _resize_convert, image, target, dtype) for image in decoded)
         )
-    else:
+    elif not resizable:
         for image in decoded[1:]:
             if image.shape[:2] != first.shape[:2]:
                 raise ServingError(
@@ -120,10 +131,8 @@ async def decode_images(images: EncodedImages, max_decoded_bytes: int = DEFAULT_
             raise ServingError(
                 Status.INVALID_SHAPE, f"Expected: {format_dims(spec.shape)}; Actual: {format_dims(actual)}; {where}"
             )
-    batch = np.stack(decoded)
-    if len(spec.shape) == 5:
-        batch = batch[:, np.newaxis]
-    return batch.astype(_dtype(spec), copy=False)
+    batch = decoded[0][np.newaxis] if len(decoded) == 1 else np.stack(decoded)
+    return batch[:, np.newaxis] if len(spec.shape) == 5 else batch
 
 
 async def decode_pending(
@@ -149,15 +158,21 @@ def _resizable(spec: TensorSpec) -> bool:
 
 
 def _dtype(spec: TensorSpec) -> np.dtype:
-    from .tensors import DATATYPES
-
     dtype = DATATYPES[spec.datatype].dtype
     assert dtype is not None
     return dtype
 
 
-def _decode(item: bytes, index: int, max_decoded_bytes: int, where: str) -> np.ndarray:
-    """One image as H x W x C (runs on the pool); header size checked first."""
+def _decode_fit(
+    item: bytes,
+    index: int,
+    max_decoded_bytes: int,
+    where: str,
+    size: tuple[int, int] | None,
+    dtype: np.dtype | None,
+) -> np.ndarray:
+    """One image as H x W x C, resized to `size` and converted to `dtype` when given (runs on the pool); the header's
+    declared size is checked first."""
     import cv2
 
     declared = declared_size(item)
@@ -177,7 +192,15 @@ def _decode(item: bytes, index: int, max_decoded_bytes: int, where: str) -> np.n
         raise ServingError(
             Status.IMAGE_PARSING_FAILED, f"OpenCV cannot decode image {index} ({len(item)} bytes); {where}"
         )
-    return image if image.ndim == 3 else image[:, :, np.newaxis]
+    if image.ndim == 2:
+        image = image[:, :, np.newaxis]
+    if size is not None:
+        image = _resize(image, size)
+    return image if dtype is None else image.astype(dtype, copy=False)
+
+
+def _resize_convert(image: np.ndarray, target: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    return _resize(image, target).astype(dtype, copy=False)
 
 
 def _resize(image: np.ndarray, target: tuple[int, int]) -> np.ndarray:
