@@ -71,6 +71,20 @@ async def grpc_load(
             await channel.close()
 
 
+async def grpc_chain_load(
+    address: str, first: bytes, second: Callable[[bytes], bytes], concurrency: int, seconds: float, warmup: float = 1.0
+) -> Result:
+    """Two ModelInfer calls one after the other per measured request: `first`, then `second(first's answer)`."""
+    options = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        method = channel.unary_unary(MODEL_INFER)
+
+        async def call() -> None:
+            await method(second(await method(first)))
+
+        return await drive(call, concurrency, seconds, warmup)
+
+
 def openvino_load(
     compiled: ov.CompiledModel, inputs: dict, concurrency: int, nireq: int, seconds: float, warmup: float = 1.0
 ) -> Result:

@@ -31,9 +31,33 @@ def build_heavy(path: Path, seed: int = 0) -> Path:
     return path
 
 
+DUMMY_CHAIN = {
+    "name": "dummy_chain",
+    "inputs": ["b"],
+    "nodes": [
+        {
+            "name": "first",
+            "type": "DL model",
+            "model_name": "dummy",
+            "inputs": [{"b": {"node_name": "request", "data_item": "b"}}],
+            "outputs": [{"data_item": "a", "alias": "a"}],
+        },
+        {
+            "name": "second",
+            "type": "DL model",
+            "model_name": "dummy",
+            "inputs": [{"b": {"node_name": "first", "data_item": "a"}}],
+            "outputs": [{"data_item": "a", "alias": "a"}],
+        },
+    ],
+    "outputs": [{"a": {"node_name": "second", "data_item": "a"}}],
+}
+"""A two-node pipeline: dummy into dummy (a = b + 2)."""
+
+
 def write_repository(root: Path, nireq: int = 0) -> Path:
-    """`dummy`, `heavy` and `classifier` (the demo's image model, NHWC endpoint for binary JPEG inputs) under root
-    with a config.json; returns the config path."""
+    """`dummy`, `heavy`, `classifier` (the demo's image model, NHWC endpoint for binary JPEG inputs) and the
+    pipeline `dummy_chain` under root with a config.json; returns the config path."""
     build_dummy(root / "dummy" / "1" / "model.xml")
     build_heavy(root / "heavy" / "1" / "model.xml")
     build_image_classifier(root / "classifier" / "1" / "model.xml")
@@ -43,7 +67,8 @@ def write_repository(root: Path, nireq: int = 0) -> Path:
             {"config": {"name": "dummy", "base_path": "dummy", **extra}},
             {"config": {"name": "heavy", "base_path": "heavy", **extra}},
             {"config": {"name": "classifier", "base_path": "classifier", "layout": "NHWC:NCHW", **extra}},
-        ]
+        ],
+        "pipeline_config_list": [DUMMY_CHAIN],
     }
     path = root / "config.json"
     path.write_text(json.dumps(config))

@@ -8,6 +8,7 @@
 - s4 the limit: the same models in-process through OpenVINO's AsyncInferQueue, same concurrency and nireq
 - jpeg: a 224x224 JPEG (batch 1) as BYTES to the demo's image classifier (NHWC endpoint), over gRPC with the chosen
   client, next to OpenCV's decode-only rate of the same file on 1 and 2 threads
+- dag: the two-node pipeline `dummy_chain` (dummy into dummy) against the client calling dummy twice in a row
 - rest: s1 over REST, JSON and binary tensor extension, driven by h2load over HTTP/1.1 (one request per connection)
 - s5 peers: s1 and s2 against MLServer and the KServe Python server running the same model (bench/servers.py; their
   virtual environments are created on first use under ~/.cache/pyovms-bench or $PYOVMS_BENCH_DIR)
@@ -32,11 +33,11 @@ import openvino as ov
 from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
 from .h2load import h2load_rest, h2load_run
-from .loadgen import Result, decode_rate, grpc_load, openvino_load
+from .loadgen import Result, decode_rate, grpc_chain_load, grpc_load, openvino_load
 from .models import HEAVY_SHAPE, photo_jpeg, write_repository
 from .servers import default_peer_dir, ensure_venv, start_kserve, start_mlserver, start_pyovms
 
-CONCURRENCY = {"dummy": (1, 8, 64), "heavy": (1, 4, 16), "classifier": (1, 2, 8)}
+CONCURRENCY = {"dummy": (1, 8, 64), "heavy": (1, 4, 16), "classifier": (1, 2, 8), "dummy_chain": (1, 8, 64)}
 
 
 def _tiny_input() -> np.ndarray:
@@ -54,6 +55,15 @@ def request_body(model: str, name: str, array: np.ndarray, typed: bool = False) 
         tensor.contents.fp32_contents.extend(array.reshape(-1).tolist())
     else:
         message.raw_input_contents.append(array.tobytes())
+    return message.SerializeToString()
+
+
+def _second_call(answer: bytes) -> bytes:
+    """dummy's request built from dummy's answer (its output `a` becomes the input `b`)."""
+    response = pb.ModelInferResponse.FromString(answer)
+    message = pb.ModelInferRequest(model_name="dummy")
+    message.inputs.add(name="b", datatype="FP32", shape=list(response.outputs[0].shape))
+    message.raw_input_contents.append(response.raw_output_contents[0])
     return message.SerializeToString()
 
 
@@ -101,7 +111,7 @@ def _row(scenario: str, model: str, concurrency: int, result: Result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4", "s5", "rest", "jpeg"])
+    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4", "s5", "rest", "jpeg", "dag"])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nireq", type=int, default=0, help="nireq of both the server and s4 (0: OpenVINO's optimal)")
@@ -117,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "s2": [("heavy", request_body("heavy", "input", _heavy_input()))],
         "s3": [("dummy", request_body("dummy", "b", _tiny_input(), typed=True))],
         "jpeg": [("classifier", _jpeg_body())],
+        "dag": [("dummy_chain", request_body("dummy_chain", "b", _tiny_input()))],
     }
     print("| scenario | model | concurrency | req/s | p50 ms | p90 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
@@ -139,12 +150,21 @@ def main(argv: list[str] | None = None) -> int:
 
     over_grpc = [s for s in args.scenarios if s in plans]
     if over_grpc or "rest" in args.scenarios:
-        server = start_pyovms(config, ["dummy", "heavy", "classifier"], args.server_args.split())
+        server = start_pyovms(config, ["dummy", "heavy", "classifier", "dummy_chain"], args.server_args.split())
         try:
             for scenario in over_grpc:
                 for model, body in plans[scenario]:
                     label = scenario if args.client == "grpc.aio" else f"{scenario} h2load"
                     measure(label, server.address, model, body, args.client)
+            if "dag" in args.scenarios:
+                for concurrency in CONCURRENCY["dummy"]:
+                    runs = [
+                        asyncio.run(
+                            grpc_chain_load(server.address, plans["s1"][0][1], _second_call, concurrency, seconds)
+                        )
+                        for seconds in [args.seconds] * args.repeat
+                    ]
+                    print(_row("dag: dummy called twice", "dummy", concurrency, _median(runs)), flush=True)
             if "rest" in args.scenarios:
                 for label, body, headers in _rest_bodies():
                     for concurrency in CONCURRENCY["dummy"]:

@@ -109,10 +109,10 @@ class Server:
             check_available(entry)
             entries = [entry]
         else:
-            models = [self.repository.get_model(name)] if name else list(self.repository.models.values())
+            models = [self.repository.get_model(name)] if name else self.repository.servables()
             entries = [
                 entry
-                for model in sorted(models, key=lambda m: m.name)
+                for model in models
                 for _, entry in sorted(model.versions.items())
                 if entry.state == VersionState.AVAILABLE
             ]
@@ -125,11 +125,11 @@ class Server:
     def model_statuses(self) -> dict[str, list[VersionStatus]]:
         """Every model's versions with their states, by model name (the status JSON of `GET /v1/config`)."""
         return {
-            name: [
+            model.name: [
                 VersionStatus(str(entry.version), entry.state.name, entry.error_code)
                 for _, entry in sorted(model.versions.items())
             ]
-            for name, model in sorted(self.repository.models.items())
+            for model in self.repository.servables()
         }
 
     async def infer_stream(self, requests: AsyncIterator[InferRequest]) -> AsyncIterator[InferResponse | ServingError]:

@@ -64,6 +64,33 @@ class Status(enum.Enum):
     REST_BODY_TOO_LARGE = "Request body exceeds the allowed size"
     JSON_NESTING_DEPTH_EXCEEDED = "JSON nesting depth exceeds the allowed limit"
     SERVER_NOT_READY = "Server is not ready"
+    # Pipelines
+    PIPELINE_DEFINITION_NAME_MISSING = "Pipeline with requested name is not found"
+    PIPELINE_DEFINITION_NOT_LOADED_YET = "Pipeline is not loaded yet"
+    PIPELINE_DEFINITION_NOT_LOADED_ANYMORE = "Pipeline is retired"
+    PIPELINE_NAME_OCCUPIED = "Pipeline has the same name as model"
+    PIPELINE_NODE_NAME_DUPLICATE = "Pipeline definition has multiple nodes with the same name"
+    PIPELINE_MULTIPLE_ENTRY_NODES = "Pipeline definition has multiple request nodes"
+    PIPELINE_MULTIPLE_EXIT_NODES = "Pipeline definition has multiple response nodes"
+    PIPELINE_NODE_REFERING_TO_MISSING_MODEL = "Pipeline definition has reference to missing model"
+    PIPELINE_NODE_REFERING_TO_MISSING_MODEL_OUTPUT = "Pipeline definition has reference to missing model output"
+    PIPELINE_NODE_REFERING_TO_MISSING_NODE = "Pipeline definition has reference to missing node"
+    PIPELINE_NODE_REFERING_TO_MISSING_DATA_SOURCE = "Pipeline definition has reference to missing data source"
+    PIPELINE_CONNECTION_TO_MISSING_MODEL_INPUT = "Pipeline definition has connection to non existing model input"
+    PIPELINE_MULTIPLE_CONNECTIONS_TO_INPUT = (
+        "Pipeline definition has multiple connections to the same input of underlying model"
+    )
+    PIPELINE_NOT_ALL_INPUTS_CONNECTED = (
+        "Pipeline definition does not have connections for all inputs of underlying models"
+    )
+    PIPELINE_CONNECTION_FROM_RESPONSE = "Pipeline definition has response node used as dependency node"
+    PIPELINE_CYCLE_FOUND = "Pipeline definition contains a cycle"
+    PIPELINE_CONTAINS_UNCONNECTED_NODES = "Pipeline definition has unconnected nodes"
+    PIPELINE_INPUT_NOT_CONSUMED = "Pipeline input is not connected to any node"
+    PIPELINE_INPUTS_AMBIGUOUS_METADATA = (
+        "Multiple nodes connected to the same pipeline input require different tensor metadata"
+    )
+    PIPELINE_TENSOR_MISMATCH = "Connected tensors differ in shape or precision"
     # Execution
     OV_INTERNAL_INFERENCE_ERROR = "Internal inference error"
     INTERNAL_ERROR = "Internal server error"

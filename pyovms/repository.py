@@ -1,8 +1,11 @@
-"""The model repository: models by name, their versions, version states and default versions.
+"""The model repository: models and pipelines by name, their versions, version states and default versions.
 
 Each version moves through OVMS's states START -> LOADING -> AVAILABLE -> UNLOADING -> END; a version that
 failed to load stays LOADING with error code UNKNOWN. Only AVAILABLE versions serve; the default version
 is the highest AVAILABLE one. Loading runs in worker threads so the event loop keeps answering.
+
+Pipelines are looked up after models (spec §2.2) and have one version, 1, whatever version a request names (it
+must still parse); one whose definition is invalid stays LOADING with error code FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import enum
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +23,7 @@ import openvino as ov
 from .config import ModelConfig
 from .errors import ServingError, Status
 from .openvino_model import OpenVinoModel
+from .pipeline import Pipeline, PipelineConfig
 from .scheduling import DEFAULT_INLINE_THRESHOLD_S
 from .servable import Servable
 from .version_policy import VersionPolicy
@@ -50,6 +55,8 @@ class ModelVersion:
     """OK, UNKNOWN (load failed) or FAILED_PRECONDITION, as OVMS reports them."""
     failure: str = ""
     servable: Servable | None = None
+    kind: str = "model"
+    """"model" or "pipeline": which OVMS messages its lookups answer with."""
 
     def set_state(self, state: VersionState, error_code: str = "OK") -> None:
         self.state, self.error_code = state, error_code
@@ -71,8 +78,10 @@ class Model:
     """A named model with its versions."""
 
     name: str
-    config: ModelConfig
+    config: ModelConfig | None
+    """None for a pipeline."""
     versions: dict[int, ModelVersion] = field(default_factory=dict)
+    kind: str = "model"
 
     def default_version(self) -> ModelVersion | None:
         """The highest AVAILABLE version."""
@@ -113,16 +122,45 @@ class Repository:
         self.inline_threshold_s = inline_threshold_s
         """Models whose inferences average less than this run inline on the event loop (0: never)."""
         self.models: dict[str, Model] = {}
+        self.pipelines: dict[str, Model] = {}
 
-    async def load(self, configs: list[ModelConfig]) -> None:
-        """Load every configured model; a model that fails leaves the others serving."""
+    async def load(self, configs: list[ModelConfig], pipelines: Sequence[PipelineConfig] = ()) -> None:
+        """Load every configured model, then build the pipelines over them; a model or pipeline that fails leaves
+        the others serving."""
         for config in configs:
             model = Model(config.name, config)
             self.models[config.name] = model
         await asyncio.gather(*(self._load_model(self.models[c.name]) for c in configs))
+        for pipeline in pipelines:
+            self._load_pipeline(pipeline)
+
+    def _load_pipeline(self, config: PipelineConfig) -> None:
+        if config.name in self.models:
+            log.error("Pipeline %s is not loaded: %s", config.name, Status.PIPELINE_NAME_OCCUPIED.message)
+            return
+        if config.name in self.pipelines:
+            log.error("Pipeline %s is defined more than once; only the first definition is loaded", config.name)
+            return
+        entry = ModelVersion(config.name, 1, kind="pipeline")
+        self.pipelines[config.name] = Model(config.name, None, {1: entry}, kind="pipeline")
+        try:
+            entry.servable = Pipeline.build(config, self)
+        except ServingError as exc:
+            # A model it needs is not available: the reason alone, after "Pipeline is not loaded yet".
+            entry.failure = exc.details if exc.status == Status.PIPELINE_DEFINITION_NOT_LOADED_YET else exc.message
+            entry.set_state(VersionState.LOADING, "FAILED_PRECONDITION")
+            log.error("Pipeline %s is not available: %s", config.name, entry.failure)
+            return
+        entry.set_state(VersionState.AVAILABLE)
+        log.info("Loaded pipeline %s", config.name)
+
+    def servables(self) -> list[Model]:
+        """Every model and pipeline, sorted by name."""
+        return sorted([*self.models.values(), *self.pipelines.values()], key=lambda m: m.name)
 
     async def _load_model(self, model: Model) -> None:
         config = model.config
+        assert config is not None
         try:
             try:
                 policy = VersionPolicy.parse(config.model_version_policy)
@@ -155,6 +193,7 @@ class Repository:
         entry = model.versions[version]
         entry.set_state(VersionState.LOADING)
         path = base_path if base_path.is_file() else base_path / str(version)
+        assert model.config is not None
         try:
             servable = await asyncio.to_thread(
                 OpenVinoModel.load, self.core, model.config, version, path, self.inline_threshold_s
@@ -171,7 +210,7 @@ class Repository:
 
     def unload(self) -> None:
         """Retire every version (UNLOADING -> END) and release the compiled models."""
-        for model in self.models.values():
+        for model in self.servables():
             for entry in model.versions.values():
                 if entry.state == VersionState.AVAILABLE:
                     entry.set_state(VersionState.UNLOADING)
@@ -179,7 +218,8 @@ class Repository:
                     entry.set_state(VersionState.END)
 
     def get_model(self, name: str) -> Model:
-        model = self.models.get(name)
+        """The model, else the pipeline, of that name."""
+        model = self.models.get(name) or self.pipelines.get(name)
         if model is None:
             raise ServingError(Status.MODEL_NAME_MISSING, f"name: {name}")
         return model
@@ -188,6 +228,8 @@ class Repository:
         """The version a request names: explicit, or the default one for an empty (or, for infer, `0`) version."""
         version = parse_version(version_text)
         model = self.get_model(name)
+        if model.kind == "pipeline":  # unversioned: the version only has to parse
+            return model.versions[1]
         if version == 0 and (zero_is_default or version_text == ""):
             entry = model.default_version()
             if entry is None:
@@ -210,7 +252,13 @@ class Repository:
 
 
 def check_available(entry: ModelVersion) -> None:
-    """Raise the OVMS error for a version that is not AVAILABLE."""
+    """Raise the OVMS error for a version (or pipeline) that is not AVAILABLE."""
+    if entry.kind == "pipeline":
+        if entry.state > VersionState.AVAILABLE:
+            raise ServingError(Status.PIPELINE_DEFINITION_NOT_LOADED_ANYMORE, f"name: {entry.model_name}")
+        if entry.state < VersionState.AVAILABLE:
+            raise ServingError(Status.PIPELINE_DEFINITION_NOT_LOADED_YET, f"name: {entry.model_name}; {entry.failure}")
+        return
     where = f"name: {entry.model_name}; version: {entry.version}"
     if entry.state > VersionState.AVAILABLE:
         raise ServingError(Status.MODEL_VERSION_NOT_LOADED_ANYMORE, where)

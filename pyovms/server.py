@@ -18,6 +18,7 @@ from .config import ModelConfig, load_config
 from .core import Server
 from .errors import ServingError
 from .grpc.service import start_grpc_server
+from .pipeline import PipelineConfig
 from .repository import Repository
 from .rest.server import RestApi, start_rest_server
 from .workers import is_worker, supervise
@@ -40,22 +41,25 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("pyovms").setLevel(level)
 
 
-def _model_configs(settings: Settings) -> list[ModelConfig]:
+def _configs(settings: Settings) -> tuple[list[ModelConfig], list[PipelineConfig]]:
+    """The models and pipelines to serve (config.json, single-model flags or the demo)."""
     if settings.demo:
         from .demo import build_demo_repository, default_demo_dir
 
         if is_worker():  # the supervisor built it
-            return load_config(default_demo_dir() / "config.json").models
+            return load_config(default_demo_dir() / "config.json").models, []
         config_path = build_demo_repository()
         log.info("Demo repository built in %s", config_path.parent)
-        return load_config(config_path).models
+        return load_config(config_path).models, []
     if settings.config_path:
         config = load_config(settings.config_path)
+        pipelines = [PipelineConfig.from_json(entry) for entry in config.extra.get("pipeline_config_list", [])]
         for section in config.extra:
-            log.warning("config section %s is accepted but not served yet", section)
-        return config.models
+            if section != "pipeline_config_list":
+                log.warning("config section %s is accepted but not served yet", section)
+        return config.models, pipelines
     assert settings.model is not None
-    return [settings.model]
+    return [settings.model], []
 
 
 def _warn_not_served(settings: Settings) -> None:
@@ -68,7 +72,7 @@ def _warn_not_served(settings: Settings) -> None:
 async def serve(settings: Settings) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit status."""
     try:
-        configs = _model_configs(settings)
+        configs, pipelines = _configs(settings)
     except ServingError as exc:
         log.error("Couldn't start model manager: %s", exc.message)
         return 1
@@ -115,7 +119,7 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
 
     async def initial_load() -> None:
-        await repository.load(configs)
+        await repository.load(configs, pipelines)
         server.set_ready(True)
         log.info("Server ready: initial load of %d model(s) finished", len(configs))
 

@@ -57,6 +57,11 @@ class Dim:
         """Whether a request dimension of size n fits."""
         return n >= self.lo and (self.hi == ANY or n <= self.hi)
 
+    def overlaps(self, other: Dim) -> bool:
+        """Whether some size fits both dimensions (connected pipeline tensors must be able to agree)."""
+        lo = max(self.lo, other.lo)
+        return all(d.hi == ANY or lo <= d.hi for d in (self, other))
+
     def clamp(self, n: int) -> int:
         """`n` moved into the range (binary images are resized to the nearer bound of a range dimension)."""
         return max(self.lo, n if self.hi == ANY else min(n, self.hi))

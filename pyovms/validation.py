@@ -83,7 +83,7 @@ def _prepare(spec: TensorSpec, tensor: InferInput) -> np.ndarray | EncodedImages
     datatype = tensors.DATATYPES.get(tensor.datatype)
     if datatype is None or tensor.datatype != spec.datatype:
         raise ServingError(Status.INVALID_PRECISION, f"Expected: {spec.precision}; Actual: {tensor.datatype}; {where}")
-    _check_dims(spec, shape, where)
+    check_dims(spec, shape, where)
     count = element_count(shape)
     assert datatype.dtype is not None
     expected = count * datatype.dtype.itemsize
@@ -103,7 +103,8 @@ def _prepare(spec: TensorSpec, tensor: InferInput) -> np.ndarray | EncodedImages
     return tensors.decode_contents(datatype, shape, tensor.contents)
 
 
-def _check_dims(spec: TensorSpec, shape: tuple[int, ...], where: str) -> None:
+def check_dims(spec: TensorSpec, shape: tuple[int, ...], where: str) -> None:
+    """Rank, batch dimension, then every other dimension against the spec (OVMS's order and messages)."""
     if len(shape) != len(spec.shape):
         raise ServingError(
             Status.INVALID_NO_OF_SHAPE_DIMENSIONS,
@@ -145,7 +146,7 @@ def _image_items(tensor: InferInput, where: str) -> list[bytes]:
 def _native_strings(spec: TensorSpec, tensor: InferInput, where: str) -> np.ndarray:
     """BYTES elements as an object array of bytes; the framing is checked before the shape (OVMS's order)."""
     items = _string_items(tensor, where)
-    _check_dims(spec, tensor.shape, where)
+    check_dims(spec, tensor.shape, where)
     count = element_count(tensor.shape)
     if len(items) != count:
         raise ServingError(

@@ -151,3 +151,9 @@ def build_to_fp32(path: Path, shape: list, ov_type: ov.Type, in_name: str = "x",
     """y = x converted to FP32: shows the values an input of `ov_type` received."""
     x = ops.parameter(shape, ov_type, name=in_name)
     return _save(ov.Model([_named(ops.convert(x, ov.Type.f32), out_name)], [x], "to_fp32"), path)
+
+
+def build_times_two(path: Path, shape: list) -> Path:
+    """y = 2 x, FP32."""
+    x = ops.parameter(shape, ov.Type.f32, name="x")
+    return _save(ov.Model([_named(ops.multiply(x, ops.constant(np.float32(2))), "y")], [x], "times_two"), path)

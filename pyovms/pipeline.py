@@ -1,0 +1,367 @@
+"""DAG pipelines (`pipeline_config_list`): configuration, load-time validation and execution.
+
+A pipeline is a servable like a model version: it is found by name after models (spec §2.2), is unversioned
+(always version 1; a request's version must still parse), validates requests against its own inputs, and answers
+with the outputs its `outputs` section names. Its inputs are the implicit `request` node's outputs and its outputs
+the implicit `response` node's inputs; `DL model` nodes run a served model.
+
+Execution: every node is an asyncio task that waits for the nodes it reads from, so independent branches run
+concurrently. Intermediate tensors are passed as numpy views over the producing model's output bytes (no copy);
+outputs that go straight to the response keep those bytes.
+
+Validation happens when the pipeline is loaded, after the models, with OVMS's messages (spec §5.3); an invalid
+pipeline is registered but not available, and the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ServingError, Status
+from .inference import InferOutput, TensorSpec
+from .statistics import InferStatistics
+from .validation import check_dims
+
+if TYPE_CHECKING:
+    from .repository import Repository
+
+log = logging.getLogger("pyovms.pipeline")
+
+REQUEST = "request"
+RESPONSE = "response"
+PLATFORM = "OpenVINO"
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where a tensor comes from: a node's output (its alias) or a pipeline input (node `request`)."""
+
+    node: str
+    item: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    type: str
+    model_name: str = ""
+    version: int | None = None
+    library_name: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    inputs: tuple[tuple[str, Connection], ...] = ()
+    """(node input name, source) in configuration order; a name may repeat (an error found by validation)."""
+    outputs: dict[str, str] = field(default_factory=dict)
+    """alias -> data_item (the model output it exposes)."""
+    demultiply_count: int | None = None
+    gather_from_node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    name: str
+    inputs: tuple[str, ...]
+    nodes: tuple[NodeConfig, ...]
+    outputs: dict[str, Connection]
+    demultiply_count: int | None = None
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> PipelineConfig:
+        """An entry of `pipeline_config_list` (already schema-checked)."""
+        nodes = tuple(
+            NodeConfig(
+                name=node["name"],
+                type=node["type"],
+                model_name=node.get("model_name", ""),
+                version=node.get("version"),
+                library_name=node.get("library_name", ""),
+                params=dict(node.get("params", {})),
+                inputs=tuple((key, _connection(value)) for item in node["inputs"] for key, value in item.items()),
+                outputs={output["alias"]: output["data_item"] for output in node["outputs"]},
+                demultiply_count=node.get("demultiply_count"),
+                gather_from_node=node.get("gather_from_node", ""),
+            )
+            for node in entry["nodes"]
+        )
+        outputs = {key: _connection(value) for item in entry["outputs"] for key, value in item.items()}
+        return cls(entry["name"], tuple(entry["inputs"]), nodes, outputs, entry.get("demultiply_count"))
+
+
+def _connection(value: Mapping[str, str]) -> Connection:
+    return Connection(value["node_name"], value["data_item"])
+
+
+def _invalid(status: Status, details: str) -> ServingError:
+    return ServingError(status, details)
+
+
+@dataclass(slots=True)
+class _Node:
+    """A validated `DL model` node: what it reads, which model version it runs, what it exposes."""
+
+    config: NodeConfig
+    model_specs: Mapping[str, TensorSpec]
+    """The model's input specs, by input name (checked against the tensors the node receives)."""
+    dependencies: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class Pipeline:
+    """A validated pipeline behind the servable interface."""
+
+    platform = PLATFORM
+    version = 1
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        nodes: list[_Node],
+        inputs: dict[str, TensorSpec],
+        outputs: dict[str, TensorSpec],
+        repository: Repository,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.inputs = inputs
+        self.outputs = outputs
+        self.statistics = InferStatistics()
+        self._nodes = nodes
+        self._repository = repository
+
+    @classmethod
+    def build(cls, config: PipelineConfig, repository: Repository) -> Pipeline:
+        """Validate `config` against the served models; raise ServingError with OVMS's message when invalid."""
+        return _Validator(config, repository).build()
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = ()) -> list[InferOutput]:
+        started = time.perf_counter_ns()
+        results: dict[str, dict[str, np.ndarray | InferOutput]] = {REQUEST: dict(inputs)}
+        tasks: dict[str, asyncio.Task[None]] = {}
+        for node in self._nodes:  # topological order: a node's dependencies have their tasks already
+            tasks[node.name] = asyncio.ensure_future(self._run(node, results, tasks))
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            raise
+        wanted = set(requested)
+        outputs = []
+        for name, source in sorted(self.config.outputs.items()):
+            if wanted and name not in wanted:
+                continue
+            outputs.append(_as_output(name, results[source.node][source.item]))
+        self.statistics.compute_infer.add(time.perf_counter_ns() - started)
+        return outputs
+
+    async def _run(
+        self, node: _Node, results: dict[str, dict[str, np.ndarray | InferOutput]], tasks: dict[str, asyncio.Task[None]]
+    ) -> None:
+        await asyncio.gather(*(tasks[name] for name in node.dependencies))
+        feed: dict[str, np.ndarray] = {}
+        for input_name, source in node.config.inputs:
+            value = results[source.node][source.item]
+            array = value if isinstance(value, np.ndarray) else value.as_numpy()
+            check_dims(node.model_specs[input_name], array.shape, f"Node: {node.name} input: {input_name}")
+            feed[input_name] = array
+        version = str(node.config.version) if node.config.version else ""
+        try:
+            entry = await self._repository.serving_version(node.config.model_name, version)
+            assert entry.servable is not None
+            produced = await entry.servable.infer(feed, sorted(set(node.config.outputs.values())))
+        except ServingError as exc:
+            details = f"Node: {node.name}; {exc.details}" if exc.details else f"Node: {node.name}"
+            raise ServingError(exc.status, details) from exc
+        by_item = {output.name: output for output in produced}
+        results[node.name] = {alias: by_item[item] for alias, item in node.config.outputs.items()}
+
+
+def _as_output(name: str, value: np.ndarray | InferOutput) -> InferOutput:
+    if isinstance(value, InferOutput):
+        return InferOutput(name, value.datatype, value.shape, value.raw)
+    return InferOutput.from_array(name, value)
+
+
+class _Validator:
+    """OVMS's load-time checks (spec §5.3), in one pass over the configuration."""
+
+    def __init__(self, config: PipelineConfig, repository: Repository) -> None:
+        self.config = config
+        self.repository = repository
+        self.nodes = {node.name: node for node in config.nodes}
+
+    def build(self) -> Pipeline:
+        config = self.config
+        self._check_nodes()
+        model_inputs, model_outputs = self._model_specs()
+        self._check_connections(model_inputs, model_outputs)
+        order = self._topological_order()
+        inputs = self._pipeline_inputs(model_inputs)
+        outputs = self._pipeline_outputs(inputs, model_outputs)
+        self._check_tensor_agreement(model_inputs, model_outputs)
+        nodes = [
+            _Node(
+                self.nodes[name],
+                model_inputs[name],
+                tuple(sorted({s.node for _, s in self.nodes[name].inputs if s.node != REQUEST})),
+            )
+            for name in order
+        ]
+        return Pipeline(config, nodes, inputs, outputs, self.repository)
+
+    def _check_nodes(self) -> None:
+        names = [node.name for node in self.config.nodes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise _invalid(Status.PIPELINE_NODE_NAME_DUPLICATE, ", ".join(duplicates))
+        if REQUEST in names:
+            raise _invalid(Status.PIPELINE_MULTIPLE_ENTRY_NODES, f"a node is named {REQUEST}")
+        if RESPONSE in names:
+            raise _invalid(Status.PIPELINE_MULTIPLE_EXIT_NODES, f"a node is named {RESPONSE}")
+        for node in self.config.nodes:
+            if node.type != "DL model":
+                raise _invalid(Status.NOT_IMPLEMENTED, f"node {node.name}: custom nodes are not served yet")
+            if node.demultiply_count is not None or node.gather_from_node:
+                raise _invalid(Status.NOT_IMPLEMENTED, f"node {node.name}: demultiplexing is not served yet")
+            if node.model_name not in self.repository.models:
+                raise _invalid(Status.PIPELINE_NODE_REFERING_TO_MISSING_MODEL, f"node {node.name}: {node.model_name}")
+        if self.config.demultiply_count is not None:
+            raise _invalid(Status.NOT_IMPLEMENTED, "demultiplexing at the pipeline entry is not served yet")
+
+    def _model_specs(self) -> tuple[dict[str, Mapping[str, TensorSpec]], dict[str, Mapping[str, TensorSpec]]]:
+        """Each node's model input and output specs, from the version it will run (pinned or default)."""
+        inputs, outputs = {}, {}
+        for node in self.config.nodes:
+            model = self.repository.models[node.model_name]
+            entry = model.versions.get(node.version) if node.version else model.default_version()
+            if entry is None or entry.servable is None:
+                missing = f"version {node.version} of model" if node.version else "no version available of model"
+                raise _invalid(
+                    Status.PIPELINE_DEFINITION_NOT_LOADED_YET, f"node {node.name}: {missing} {node.model_name}"
+                )
+            inputs[node.name], outputs[node.name] = entry.servable.inputs, entry.servable.outputs
+        return inputs, outputs
+
+    def _check_connections(
+        self, model_inputs: dict[str, Mapping[str, TensorSpec]], model_outputs: dict[str, Mapping[str, TensorSpec]]
+    ) -> None:
+        for node in self.config.nodes:
+            for item in node.outputs.values():
+                if item not in model_outputs[node.name]:
+                    raise _invalid(Status.PIPELINE_NODE_REFERING_TO_MISSING_MODEL_OUTPUT, f"node {node.name}: {item}")
+            seen: set[str] = set()
+            for input_name, source in node.inputs:
+                if input_name in seen:
+                    raise _invalid(Status.PIPELINE_MULTIPLE_CONNECTIONS_TO_INPUT, f"{node.name}: {input_name}")
+                seen.add(input_name)
+                if input_name not in model_inputs[node.name]:
+                    raise _invalid(Status.PIPELINE_CONNECTION_TO_MISSING_MODEL_INPUT, f"{node.name}: {input_name}")
+                self._check_source(source, f"node {node.name} input {input_name}")
+            missing = sorted(set(model_inputs[node.name]) - seen)
+            if missing:
+                raise _invalid(Status.PIPELINE_NOT_ALL_INPUTS_CONNECTED, f"node {node.name}: {', '.join(missing)}")
+        for name, source in self.config.outputs.items():
+            self._check_source(source, f"pipeline output {name}")
+
+    def _check_source(self, source: Connection, where: str) -> None:
+        if source.node == RESPONSE:
+            raise _invalid(Status.PIPELINE_CONNECTION_FROM_RESPONSE, where)
+        if source.node == REQUEST:
+            if source.item not in self.config.inputs:
+                raise _invalid(Status.PIPELINE_NODE_REFERING_TO_MISSING_DATA_SOURCE, f"{where}: request/{source.item}")
+            return
+        producer = self.nodes.get(source.node)
+        if producer is None:
+            raise _invalid(Status.PIPELINE_NODE_REFERING_TO_MISSING_NODE, f"{where}: {source.node}")
+        if source.item not in producer.outputs:
+            raise _invalid(
+                Status.PIPELINE_NODE_REFERING_TO_MISSING_DATA_SOURCE, f"{where}: {source.node}/{source.item}"
+            )
+
+    def _topological_order(self) -> list[str]:
+        """Nodes in an order where each comes after the nodes it reads; cycles and unused nodes are errors."""
+        dependencies = {node.name: {s.node for _, s in node.inputs if s.node != REQUEST} for node in self.config.nodes}
+        order: list[str] = []
+        remaining = dict(dependencies)
+        while remaining:
+            ready = sorted(name for name, needs in remaining.items() if needs <= set(order))
+            if not ready:
+                raise _invalid(Status.PIPELINE_CYCLE_FOUND, ", ".join(sorted(remaining)))
+            order.extend(ready)
+            for name in ready:
+                del remaining[name]
+        used = {s.node for s in self.config.outputs.values()}
+        frontier = list(used)
+        while frontier:
+            for needed in dependencies.get(frontier.pop(), ()):
+                if needed not in used:
+                    used.add(needed)
+                    frontier.append(needed)
+        unused = sorted(set(dependencies) - used)
+        if unused:
+            raise _invalid(Status.PIPELINE_CONTAINS_UNCONNECTED_NODES, ", ".join(unused))
+        return order
+
+    def _pipeline_inputs(self, model_inputs: dict[str, Mapping[str, TensorSpec]]) -> dict[str, TensorSpec]:
+        """Each pipeline input takes the metadata of the model inputs it feeds; they must agree."""
+        specs: dict[str, TensorSpec] = {}
+        for name in sorted(self.config.inputs):
+            consumers = [
+                model_inputs[node.name][input_name]
+                for node in self.config.nodes
+                for input_name, source in node.inputs
+                if source == Connection(REQUEST, name)
+            ]
+            if not consumers:
+                raise _invalid(Status.PIPELINE_INPUT_NOT_CONSUMED, name)
+            first = consumers[0]
+            for other in consumers[1:]:
+                if (other.datatype, other.shape) != (first.datatype, first.shape):
+                    raise _invalid(Status.PIPELINE_INPUTS_AMBIGUOUS_METADATA, name)
+            specs[name] = replace(first, name=name)
+        return specs
+
+    def _pipeline_outputs(
+        self, inputs: dict[str, TensorSpec], model_outputs: dict[str, Mapping[str, TensorSpec]]
+    ) -> dict[str, TensorSpec]:
+        specs: dict[str, TensorSpec] = {}
+        for name, source in sorted(self.config.outputs.items()):
+            if source.node == REQUEST:
+                spec = inputs[source.item]
+            else:
+                spec = model_outputs[source.node][self.nodes[source.node].outputs[source.item]]
+            specs[name] = replace(spec, name=name)
+        return specs
+
+    def _check_tensor_agreement(
+        self, model_inputs: dict[str, Mapping[str, TensorSpec]], model_outputs: dict[str, Mapping[str, TensorSpec]]
+    ) -> None:
+        """A model output feeding a model input must match it in precision and shape (no conversion)."""
+        for node in self.config.nodes:
+            for input_name, source in node.inputs:
+                if source.node == REQUEST:
+                    continue
+                produced = model_outputs[source.node][self.nodes[source.node].outputs[source.item]]
+                expected = model_inputs[node.name][input_name]
+                if produced.datatype != expected.datatype or not _shapes_compatible(produced, expected):
+                    raise _invalid(
+                        Status.PIPELINE_TENSOR_MISMATCH,
+                        f"{source.node}/{source.item} {produced.datatype} {list(produced.metadata_shape)} -> "
+                        f"{node.name}/{input_name} {expected.datatype} {list(expected.metadata_shape)}",
+                    )
+
+
+def _shapes_compatible(produced: TensorSpec, expected: TensorSpec) -> bool:
+    """Same rank, and every pair of dimensions can hold a common size."""
+    if len(produced.shape) != len(expected.shape):
+        return False
+    return all(a.overlaps(b) for a, b in zip(produced.shape, expected.shape, strict=True))
