@@ -91,6 +91,10 @@ class Status(enum.Enum):
         "Multiple nodes connected to the same pipeline input require different tensor metadata"
     )
     PIPELINE_TENSOR_MISMATCH = "Connected tensors differ in shape or precision"
+    PIPELINE_INCORRECT_LIBRARY = "Pipeline refers to incorrect library"
+    NODE_LIBRARY_EXECUTION_FAILED = "Custom node failed during execution"
+    NODE_LIBRARY_MISSING_OUTPUT = "Custom node output is missing"
+    NODE_LIBRARY_OUTPUT_INVALID = "Custom node output is invalid"
     # Execution
     OV_INTERNAL_INFERENCE_ERROR = "Internal inference error"
     INTERNAL_ERROR = "Internal server error"

@@ -3,7 +3,8 @@
 A pipeline is a servable like a model version: it is found by name after models (spec §2.2), is unversioned
 (always version 1; a request's version must still parse), validates requests against its own inputs, and answers
 with the outputs its `outputs` section names. Its inputs are the implicit `request` node's outputs and its outputs
-the implicit `response` node's inputs; `DL model` nodes run a served model.
+the implicit `response` node's inputs; `DL model` nodes run a served model, `custom` nodes a Python library
+(`pyovms.custom_node`).
 
 Execution: every node is an asyncio task that waits for the nodes it reads from, so independent branches run
 concurrently. Intermediate tensors are passed as numpy views over the producing model's output bytes (no copy);
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .custom_node import CustomNode
 from .errors import ServingError, Status
 from .inference import InferOutput, TensorSpec
 from .statistics import InferStatistics
@@ -103,12 +105,13 @@ def _invalid(status: Status, details: str) -> ServingError:
 
 @dataclass(slots=True)
 class _Node:
-    """A validated `DL model` node: what it reads, which model version it runs, what it exposes."""
+    """A validated node: what it reads, what runs it (a served model, or a custom node), what it exposes."""
 
     config: NodeConfig
     model_specs: Mapping[str, TensorSpec]
-    """The model's input specs, by input name (checked against the tensors the node receives)."""
+    """The model's (or custom node's) input specs, by input name (checked against the tensors it receives)."""
     dependencies: tuple[str, ...]
+    custom: CustomNode | None = None
 
     @property
     def name(self) -> str:
@@ -173,16 +176,25 @@ class Pipeline:
             array = value if isinstance(value, np.ndarray) else value.as_numpy()
             check_dims(node.model_specs[input_name], array.shape, f"Node: {node.name} input: {input_name}")
             feed[input_name] = array
-        version = str(node.config.version) if node.config.version else ""
+        wanted = sorted(set(node.config.outputs.values()))
         try:
-            entry = await self._repository.serving_version(node.config.model_name, version)
-            assert entry.servable is not None
-            produced = await entry.servable.infer(feed, sorted(set(node.config.outputs.values())))
+            if node.custom is not None:
+                by_item: Mapping[str, np.ndarray | InferOutput] = await node.custom.execute(feed, wanted)
+            else:
+                version = str(node.config.version) if node.config.version else ""
+                entry = await self._repository.serving_version(node.config.model_name, version)
+                assert entry.servable is not None
+                by_item = {output.name: output for output in await entry.servable.infer(feed, wanted)}
         except ServingError as exc:
             details = f"Node: {node.name}; {exc.details}" if exc.details else f"Node: {node.name}"
             raise ServingError(exc.status, details) from exc
-        by_item = {output.name: output for output in produced}
         results[node.name] = {alias: by_item[item] for alias, item in node.config.outputs.items()}
+
+    def close(self) -> None:
+        """Deinitialize the custom nodes."""
+        for node in self._nodes:
+            if node.custom is not None:
+                node.custom.close()
 
 
 def _as_output(name: str, value: np.ndarray | InferOutput) -> InferOutput:
@@ -198,8 +210,17 @@ class _Validator:
         self.config = config
         self.repository = repository
         self.nodes = {node.name: node for node in config.nodes}
+        self.custom: dict[str, CustomNode] = {}
 
     def build(self) -> Pipeline:
+        try:
+            return self._build()
+        except BaseException:
+            for custom in self.custom.values():
+                custom.close()
+            raise
+
+    def _build(self) -> Pipeline:
         config = self.config
         self._check_nodes()
         model_inputs, model_outputs = self._model_specs()
@@ -213,6 +234,7 @@ class _Validator:
                 self.nodes[name],
                 model_inputs[name],
                 tuple(sorted({s.node for _, s in self.nodes[name].inputs if s.node != REQUEST})),
+                self.custom.get(name),
             )
             for name in order
         ]
@@ -228,10 +250,12 @@ class _Validator:
         if RESPONSE in names:
             raise _invalid(Status.PIPELINE_MULTIPLE_EXIT_NODES, f"a node is named {RESPONSE}")
         for node in self.config.nodes:
-            if node.type != "DL model":
-                raise _invalid(Status.NOT_IMPLEMENTED, f"node {node.name}: custom nodes are not served yet")
             if node.demultiply_count is not None or node.gather_from_node:
                 raise _invalid(Status.NOT_IMPLEMENTED, f"node {node.name}: demultiplexing is not served yet")
+            if node.type == "custom":
+                if node.library_name not in self.repository.libraries:
+                    raise _invalid(Status.PIPELINE_INCORRECT_LIBRARY, f"node {node.name}: {node.library_name}")
+                continue
             if node.model_name not in self.repository.models:
                 raise _invalid(Status.PIPELINE_NODE_REFERING_TO_MISSING_MODEL, f"node {node.name}: {node.model_name}")
         if self.config.demultiply_count is not None:
@@ -241,6 +265,11 @@ class _Validator:
         """Each node's model input and output specs, from the version it will run (pinned or default)."""
         inputs, outputs = {}, {}
         for node in self.config.nodes:
+            if node.type == "custom":
+                library = self.repository.libraries[node.library_name]
+                custom = self.custom[node.name] = CustomNode(library, node.name, node.params)
+                inputs[node.name], outputs[node.name] = custom.inputs, custom.outputs
+                continue
             model = self.repository.models[node.model_name]
             entry = model.versions.get(node.version) if node.version else model.default_version()
             if entry is None or entry.servable is None:

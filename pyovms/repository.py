@@ -21,6 +21,7 @@ from pathlib import Path
 import openvino as ov
 
 from .config import ModelConfig
+from .custom_node import Library, LibraryConfig
 from .errors import ServingError, Status
 from .openvino_model import OpenVinoModel
 from .pipeline import Pipeline, PipelineConfig
@@ -123,14 +124,26 @@ class Repository:
         """Models whose inferences average less than this run inline on the event loop (0: never)."""
         self.models: dict[str, Model] = {}
         self.pipelines: dict[str, Model] = {}
+        self.libraries: dict[str, Library] = {}
+        """Custom node libraries that imported; pipelines naming another one are invalid."""
 
-    async def load(self, configs: list[ModelConfig], pipelines: Sequence[PipelineConfig] = ()) -> None:
-        """Load every configured model, then build the pipelines over them; a model or pipeline that fails leaves
-        the others serving."""
+    async def load(
+        self,
+        configs: list[ModelConfig],
+        pipelines: Sequence[PipelineConfig] = (),
+        libraries: Sequence[LibraryConfig] = (),
+    ) -> None:
+        """Load every configured model and custom node library, then build the pipelines over them; a model,
+        library or pipeline that fails leaves the others serving."""
         for config in configs:
             model = Model(config.name, config)
             self.models[config.name] = model
         await asyncio.gather(*(self._load_model(self.models[c.name]) for c in configs))
+        for library in libraries:
+            try:
+                self.libraries[library.name] = Library.load(library)
+            except ServingError as exc:
+                log.error("Custom node library %s not loaded: %s", library.name, exc.message)
         for pipeline in pipelines:
             self._load_pipeline(pipeline)
 
@@ -213,6 +226,8 @@ class Repository:
         for model in self.servables():
             for entry in model.versions.values():
                 if entry.state == VersionState.AVAILABLE:
+                    if isinstance(entry.servable, Pipeline):
+                        entry.servable.close()
                     entry.set_state(VersionState.UNLOADING)
                     entry.servable = None
                     entry.set_state(VersionState.END)

@@ -16,6 +16,7 @@ from pathlib import Path
 from .cli import Settings
 from .config import ModelConfig, load_config
 from .core import Server
+from .custom_node import LibraryConfig
 from .errors import ServingError
 from .grpc.service import start_grpc_server
 from .pipeline import PipelineConfig
@@ -41,25 +42,30 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("pyovms").setLevel(level)
 
 
-def _configs(settings: Settings) -> tuple[list[ModelConfig], list[PipelineConfig]]:
-    """The models and pipelines to serve (config.json, single-model flags or the demo)."""
+def _configs(settings: Settings) -> tuple[list[ModelConfig], list[PipelineConfig], list[LibraryConfig]]:
+    """The models, pipelines and custom node libraries to serve (config.json, single-model flags or the demo)."""
     if settings.demo:
         from .demo import build_demo_repository, default_demo_dir
 
         if is_worker():  # the supervisor built it
-            return load_config(default_demo_dir() / "config.json").models, []
+            return load_config(default_demo_dir() / "config.json").models, [], []
         config_path = build_demo_repository()
         log.info("Demo repository built in %s", config_path.parent)
-        return load_config(config_path).models, []
+        return load_config(config_path).models, [], []
     if settings.config_path:
         config = load_config(settings.config_path)
         pipelines = [PipelineConfig.from_json(entry) for entry in config.extra.get("pipeline_config_list", [])]
+        config_dir = Path(settings.config_path).resolve().parent
+        libraries = [
+            LibraryConfig.from_json(entry, config_dir)
+            for entry in config.extra.get("custom_node_library_config_list", [])
+        ]
         for section in config.extra:
-            if section != "pipeline_config_list":
+            if section not in ("pipeline_config_list", "custom_node_library_config_list"):
                 log.warning("config section %s is accepted but not served yet", section)
-        return config.models, pipelines
+        return config.models, pipelines, libraries
     assert settings.model is not None
-    return [settings.model], []
+    return [settings.model], [], []
 
 
 def _warn_not_served(settings: Settings) -> None:
@@ -72,7 +78,7 @@ def _warn_not_served(settings: Settings) -> None:
 async def serve(settings: Settings) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit status."""
     try:
-        configs, pipelines = _configs(settings)
+        configs, pipelines, libraries = _configs(settings)
     except ServingError as exc:
         log.error("Couldn't start model manager: %s", exc.message)
         return 1
@@ -119,7 +125,7 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
 
     async def initial_load() -> None:
-        await repository.load(configs, pipelines)
+        await repository.load(configs, pipelines, libraries)
         server.set_ready(True)
         log.info("Server ready: initial load of %d model(s) finished", len(configs))
 

@@ -5,6 +5,7 @@ others keep serving)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -68,6 +69,55 @@ PINNED = _pipeline(
 FAILING = _pipeline(
     "failing", ["in"], [_node("odd", "odd_fails", {"x": ("request", "in")}, {"y": "y"})], {"y": ("odd", "y")}
 )
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "custom_nodes"
+
+
+def _custom(name: str, library: str, inputs: dict[str, tuple[str, str]], outputs: dict[str, str], **params) -> dict:
+    node = _node(name, "", inputs, outputs, params=params)
+    node.update(type="custom", library_name=library)
+    del node["model_name"]
+    return node
+
+
+CLASSIFY = _pipeline(
+    "classify",
+    ["in"],
+    [
+        _node("model", "dummy", {"b": ("request", "in")}, {"a": "scores"}),
+        _custom("top", "argmax", {"scores": ("model", "scores")}, {"classes": "c", "probabilities": "p"}, k="3"),
+    ],
+    {"classes": ("top", "c"), "probabilities": ("top", "p")},
+)
+RESIZE = _pipeline(
+    "resize_then_model",
+    ["image"],
+    [
+        _custom("crop", "resize", {"image": ("request", "image")}, {"image": "small"}, height="4", width="4"),
+        _node("model", "relu4", {"x": ("crop", "small")}, {"y": "y"}),
+    ],
+    {"out": ("model", "y")},
+)
+RAISING = _pipeline(
+    "raising", ["in"], [_custom("r", "raising", {"x": ("request", "in")}, {"y": "y"})], {"y": ("r", "y")}
+)
+INCOMPLETE = _pipeline(
+    "incomplete",
+    ["in"],
+    [_custom("m", "incomplete", {"x": ("request", "in")}, {"y": "y"}, mode="incomplete")],
+    {"y": ("m", "y")},
+)
+RAISING_LIBRARY = """
+def get_inputs_info(params, state):
+    return {"x": ("FP32", [1, 10])}
+
+def get_outputs_info(params, state):
+    return {"y": ("FP32", [1, 10])}
+
+def execute(inputs, params, state):
+    if params.get("mode") == "incomplete":
+        return {"other": inputs["x"]}
+    raise ValueError("boom")
+"""
 
 INVALID = {
     "cycle": (
@@ -150,7 +200,7 @@ INVALID = {
     "custom_node": (
         [{"name": "c", "type": "custom", "library_name": "lib", "inputs": [], "outputs": []}],
         {"out": ("c", "out")},
-        "Functionality not implemented - node c: custom nodes are not served yet",
+        "Pipeline refers to incorrect library - node c: lib",
     ),
 }
 
@@ -177,11 +227,25 @@ def server(tmp_path_factory):
     models.build_times_two(root / "times_two" / "1" / "model.xml", [1, 10])
     model_names = ["dummy", "add_one", "add_two", "narrow", "odd_fails", "times_two"]
     invalid = [_pipeline(name, ["in"], nodes, outputs) for name, (nodes, outputs, _) in INVALID.items()]
+    models.build_relu(root / "relu4" / "1" / "model.xml", [1, 4, 4, 3])
+    model_names.append("relu4")
+    (root / "raising.py").write_text(RAISING_LIBRARY)
+    (root / "broken.py").write_text("def execute(inputs, params, state):\n    return inputs\n")
+    broken = _pipeline("broken_library", ["in"], [_custom("b", "broken", {"x": ("request", "in")}, {"y": "y"})],
+                       {"y": ("b", "y")})  # fmt: skip
     config = {
+        "custom_node_library_config_list": [
+            {"name": "argmax", "base_path": str(EXAMPLES / "argmax.py")},
+            {"name": "resize", "base_path": str(EXAMPLES / "image_resize.py")},
+            {"name": "raising", "base_path": "raising.py"},  # relative to config.json
+            {"name": "incomplete", "base_path": "raising.py"},
+            {"name": "broken", "base_path": "broken.py"},
+        ],
         "model_config_list": [{"config": {"name": n, "base_path": n}} for n in model_names]
         + [{"config": {"name": "versioned", "base_path": "versioned", "model_version_policy": {"all": {}}}}],
         "pipeline_config_list": [
-            CHAIN, DIAMOND, PINNED, FAILING, *invalid, _multiple_connections(),
+            CHAIN, DIAMOND, PINNED, FAILING, CLASSIFY, RESIZE, RAISING, INCOMPLETE, broken, *invalid,
+            _multiple_connections(),
             _pipeline("dummy", ["in"], [_node("a", "add_one", {"x": ("request", "in")}, {"y": "out"})],
                       {"out": ("a", "out")}),
         ],
@@ -314,3 +378,51 @@ def test_pipeline_statistics(client):
     after = client.get_inference_statistics("chain").model_stats[0]
     assert (after.name, after.version) == ("chain", "1")
     assert after.inference_stats.success.count == before + 1
+
+
+# ---------------------------------------------------------------------------------------------- custom nodes
+
+
+def test_custom_node_after_a_model(client):
+    values = np.array([[3, 9, 1, 7, 0, 8, 2, 6, 5, 4]], dtype=np.float32)
+    result = _infer(client, "classify", values)
+    np.testing.assert_array_equal(result.as_numpy("classes"), [[1, 5, 3]])
+    np.testing.assert_array_equal(result.as_numpy("probabilities"), [[10, 9, 8]])
+
+
+def test_custom_node_before_a_model(client):
+    import cv2
+
+    image = np.random.default_rng(0).random((1, 6, 10, 3), dtype=np.float32)
+    tensor = grpcclient.InferInput("image", [1, 6, 10, 3], "FP32")
+    tensor.set_data_from_numpy(image)
+    got = client.infer("resize_then_model", [tensor]).as_numpy("out")
+    expected = cv2.resize(image[0, :, 2:8], (4, 4))[np.newaxis]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    metadata = client.get_model_metadata("resize_then_model")
+    assert [(t.name, list(t.shape)) for t in metadata.inputs] == [("image", [-1, -1, -1, 3])]
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "message"),
+    [
+        ("raising", "Custom node failed during execution - Node: r; ValueError: boom"),
+        ("incomplete", "Custom node output is missing - Node: m; y"),
+    ],
+)
+def test_custom_node_failures(server, client, pipeline, message):
+    request = service_pb2.ModelInferRequest(model_name=pipeline)
+    request.inputs.add(name="in", datatype="FP32", shape=[1, 10])
+    request.raw_input_contents.append(X.tobytes())
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub.ModelInfer(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details() == message
+    np.testing.assert_array_equal(_infer(client, "chain", X).as_numpy("out"), X + 2)
+
+
+def test_library_without_the_interface_makes_its_pipelines_unavailable(server):
+    assert "Custom node library broken not loaded: Pipeline refers to incorrect library - broken: no " in server.log()
+    assert "Pipeline broken_library is not available: Pipeline refers to incorrect library - node b: broken" in (
+        server.log()
+    )
