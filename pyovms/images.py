@@ -154,7 +154,9 @@ def _dims(spec: TensorSpec) -> tuple[Dim, Dim, Dim]:
 
 
 def _resizable(spec: TensorSpec) -> bool:
-    return spec.layout in _RESIZABLE and not any(dim.is_any for dim in spec.shape)
+    """NHWC, N?HWC or unspecified layout and no -1 dimension (behind a demultiplexer, the branch count aside)."""
+    dims = spec.shape[1:] if len(spec.shape) == 5 else spec.shape
+    return spec.layout in _RESIZABLE and not any(dim.is_any for dim in dims)
 
 
 def _dtype(spec: TensorSpec) -> np.dtype:

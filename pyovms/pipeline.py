@@ -10,6 +10,11 @@ Execution: every node is an asyncio task that waits for the nodes it reads from,
 concurrently. Intermediate tensors are passed as numpy views over the producing model's output bytes (no copy);
 outputs that go straight to the response keep those bytes.
 
+Demultiplexing: a node with `demultiply_count` (or the entry, with the pipeline's) has its outputs cut along the
+first dimension into branches (views); the nodes downstream run once per branch, concurrently, until a node that
+names it in `gather_from_node` (or the response) stacks the branches again. One level of demultiplexing is
+served; nested demultiplexers are refused at load.
+
 Validation happens when the pipeline is loaded, after the models, with OVMS's messages (spec §5.3); an invalid
 pipeline is registered but not available, and the others are unaffected.
 """
@@ -28,6 +33,7 @@ import numpy as np
 from .custom_node import CustomNode
 from .errors import ServingError, Status
 from .inference import InferOutput, TensorSpec
+from .shapes import Dim
 from .statistics import InferStatistics
 from .validation import check_dims
 
@@ -112,6 +118,12 @@ class _Node:
     """The model's (or custom node's) input specs, by input name (checked against the tensors it receives)."""
     dependencies: tuple[str, ...]
     custom: CustomNode | None = None
+    branch: str | None = None
+    """The demultiplexer (a node's name, or `request` for the entry) whose branches this node runs once per."""
+    gathers: str | None = None
+    """The demultiplexer whose branches are stacked into this node's inputs (`gather_from_node`)."""
+    split: int | None = None
+    """This node's `demultiply_count` (-1: dynamic); None when it does not demultiplex."""
 
     @property
     def name(self) -> str:
@@ -139,6 +151,7 @@ class Pipeline:
         self.statistics = InferStatistics()
         self._nodes = nodes
         self._repository = repository
+        self._entry_split = _count(config.demultiply_count)
 
     @classmethod
     def build(cls, config: PipelineConfig, repository: Repository) -> Pipeline:
@@ -147,7 +160,10 @@ class Pipeline:
 
     async def infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = ()) -> list[InferOutput]:
         started = time.perf_counter_ns()
-        results: dict[str, dict[str, np.ndarray | InferOutput]] = {REQUEST: dict(inputs)}
+        request: Shards = dict(inputs)
+        if self._entry_split is not None:
+            request = _split(request, self._entry_split, REQUEST)
+        results: dict[str, Shards] = {REQUEST: request}
         tasks: dict[str, asyncio.Task[None]] = {}
         for node in self._nodes:  # topological order: a node's dependencies have their tasks already
             tasks[node.name] = asyncio.ensure_future(self._run(node, results, tasks))
@@ -162,20 +178,33 @@ class Pipeline:
         for name, source in sorted(self.config.outputs.items()):
             if wanted and name not in wanted:
                 continue
-            outputs.append(_as_output(name, results[source.node][source.item]))
+            value = results[source.node]
+            if isinstance(value, list):  # branches not gathered by a node are gathered at the response
+                outputs.append(InferOutput.from_array(name, _stack([branch[source.item] for branch in value])))
+            else:
+                outputs.append(_as_output(name, value[source.item]))
         self.statistics.compute_infer.add(time.perf_counter_ns() - started)
         return outputs
 
-    async def _run(
-        self, node: _Node, results: dict[str, dict[str, np.ndarray | InferOutput]], tasks: dict[str, asyncio.Task[None]]
-    ) -> None:
+    async def _run(self, node: _Node, results: dict[str, Shards], tasks: dict[str, asyncio.Task[None]]) -> None:
         await asyncio.gather(*(tasks[name] for name in node.dependencies))
-        feed: dict[str, np.ndarray] = {}
-        for input_name, source in node.config.inputs:
-            value = results[source.node][source.item]
-            array = value if isinstance(value, np.ndarray) else value.as_numpy()
+        if node.branch is None:
+            feed = {
+                name: _read(results[s.node], s.item, gather=node.gathers is not None) for name, s in node.config.inputs
+            }
+            produced: Shards = await self._execute(node, feed)
+            results[node.name] = produced if node.split is None else _split(produced, node.split, node.name)
+            return
+        count = len(results[node.branch])
+        feeds = [
+            {name: _read(results[s.node], s.item, branch=i) for name, s in node.config.inputs} for i in range(count)
+        ]
+        results[node.name] = list(await asyncio.gather(*(self._execute(node, feed) for feed in feeds)))
+
+    async def _execute(self, node: _Node, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray | InferOutput]:
+        """One run of the node on `feed`; outputs by alias. Errors name the node."""
+        for input_name, array in feed.items():
             check_dims(node.model_specs[input_name], array.shape, f"Node: {node.name} input: {input_name}")
-            feed[input_name] = array
         wanted = sorted(set(node.config.outputs.values()))
         try:
             if node.custom is not None:
@@ -188,13 +217,61 @@ class Pipeline:
         except ServingError as exc:
             details = f"Node: {node.name}; {exc.details}" if exc.details else f"Node: {node.name}"
             raise ServingError(exc.status, details) from exc
-        results[node.name] = {alias: by_item[item] for alias, item in node.config.outputs.items()}
+        return {alias: by_item[item] for alias, item in node.config.outputs.items()}
 
     def close(self) -> None:
         """Deinitialize the custom nodes."""
         for node in self._nodes:
             if node.custom is not None:
                 node.custom.close()
+
+
+Value = np.ndarray | InferOutput
+Shards = dict[str, Value] | list[dict[str, Value]]
+"""A node's outputs by alias; a list of them, one per branch, inside a demultiplexed part of the pipeline."""
+
+
+def _count(configured: int | None) -> int | None:
+    """A `demultiply_count` with OVMS's deprecated 0 read as -1 (dynamic)."""
+    return -1 if configured == 0 else configured
+
+
+def _array(value: Value) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else value.as_numpy()
+
+
+def _read(shards: Shards, item: str, branch: int | None = None, gather: bool = False) -> np.ndarray:
+    """A tensor a node reads: from one branch, gathered from every branch, or as is."""
+    if isinstance(shards, dict):
+        return _array(shards[item])
+    if branch is not None:
+        return _array(shards[branch][item])
+    assert gather
+    return _stack([shard[item] for shard in shards])
+
+
+def _stack(values: list[Value]) -> np.ndarray:
+    arrays = [_array(v) for v in values]
+    if any(a.shape != arrays[0].shape for a in arrays):
+        shapes = sorted({str(list(a.shape)) for a in arrays})
+        raise ServingError(Status.PIPELINE_INCONSISTENT_SHARD_DIMENSIONS, ", ".join(shapes))
+    return np.stack(arrays)
+
+
+def _split(produced: dict[str, Value], count: int, node: str) -> list[dict[str, Value]]:
+    """Every output of `node` cut along its first dimension into branches (views, no copy)."""
+    arrays = {alias: _array(value) for alias, value in produced.items()}
+    sizes = {alias: a.shape[0] if a.ndim else 0 for alias, a in arrays.items()}
+    found = next(iter(sizes.values()), 0)
+    if any(size != found for size in sizes.values()) or (count > 0 and found != count):
+        expected = count if count > 0 else found
+        raise ServingError(
+            Status.PIPELINE_WRONG_DIMENSION_SIZE_TO_DEMULTIPLY,
+            f"Node: {node}; Expected: {expected}; Actual: {', '.join(f'{k}: {v}' for k, v in sorted(sizes.items()))}",
+        )
+    if found == 0:
+        raise ServingError(Status.PIPELINE_DEMULTIPLEXER_NO_RESULTS, f"Node: {node}")
+    return [{alias: array[i] for alias, array in arrays.items()} for i in range(found)]
 
 
 def _as_output(name: str, value: np.ndarray | InferOutput) -> InferOutput:
@@ -226,6 +303,7 @@ class _Validator:
         model_inputs, model_outputs = self._model_specs()
         self._check_connections(model_inputs, model_outputs)
         order = self._topological_order()
+        self.branch = self._branches(order)
         inputs = self._pipeline_inputs(model_inputs)
         outputs = self._pipeline_outputs(inputs, model_outputs)
         self._check_tensor_agreement(model_inputs, model_outputs)
@@ -235,10 +313,62 @@ class _Validator:
                 model_inputs[name],
                 tuple(sorted({s.node for _, s in self.nodes[name].inputs if s.node != REQUEST})),
                 self.custom.get(name),
+                self.branch[name],
+                self.nodes[name].gather_from_node or None,
+                _count(self.nodes[name].demultiply_count),
             )
             for name in order
         ]
         return Pipeline(config, nodes, inputs, outputs, self.repository)
+
+    def _source_branch(self, source: Connection) -> str | None:
+        """Which demultiplexer's branches a tensor belongs to (None: not demultiplexed)."""
+        if source.node == REQUEST:
+            return REQUEST if self.config.demultiply_count is not None else None
+        producer = self.nodes[source.node]
+        if producer.demultiply_count is not None:
+            if self.branch[producer.name] is not None:
+                raise _invalid(Status.NOT_IMPLEMENTED, f"node {producer.name}: nested demultiplexing is not served yet")
+            return producer.name
+        return self.branch[producer.name]
+
+    def _branches(self, order: list[str]) -> dict[str, str | None]:
+        """Each node's demultiplexing level; a node's inputs share one, and a gather closes the one it names."""
+        self.branch: dict[str, str | None] = {}
+        for name in order:
+            node = self.nodes[name]
+            levels = {self._source_branch(source) for _, source in node.inputs}
+            if node.gather_from_node:
+                if levels != {node.gather_from_node}:
+                    raise _invalid(
+                        Status.PIPELINE_DEMUX_GATHER_NOT_LIFO, f"node {name} gathers from {node.gather_from_node}"
+                    )
+                self.branch[name] = None
+            elif len(levels) > 1:
+                raise _invalid(Status.PIPELINE_DEMUX_GATHER_NOT_LIFO, f"node {name} reads from different branch levels")
+            else:
+                self.branch[name] = next(iter(levels), None)
+        return self.branch
+
+    def _branch_count(self, demultiplexer: str) -> int:
+        count = self.config.demultiply_count if demultiplexer == REQUEST else self.nodes[demultiplexer].demultiply_count
+        return _count(count) or -1
+
+    def _produced(self, source: Connection, model_outputs: dict[str, Mapping[str, TensorSpec]]) -> TensorSpec:
+        """A node output as one branch sees it: a demultiplexer's outputs lose their first dimension."""
+        producer = self.nodes[source.node]
+        spec = model_outputs[producer.name][producer.outputs[source.item]]
+        count = _count(producer.demultiply_count)
+        if count is None:
+            return spec
+        where = f"node {producer.name} output {source.item}"
+        if spec.datatype == "BYTES":
+            raise _invalid(Status.PIPELINE_DEMULTIPLY_STRINGS, where)
+        if len(spec.shape) < 2:
+            raise _invalid(Status.PIPELINE_NOT_ENOUGH_DIMENSIONS_TO_DEMULTIPLY, f"{where}: {list(spec.metadata_shape)}")
+        if count > 0 and spec.shape[0].is_static and spec.shape[0].lo != count:
+            raise _invalid(Status.PIPELINE_DEMULTIPLY_COUNT_MISMATCH, f"{where}: {spec.shape[0]} vs {count}")
+        return _drop_first(spec)
 
     def _check_nodes(self) -> None:
         names = [node.name for node in self.config.nodes]
@@ -250,16 +380,24 @@ class _Validator:
         if RESPONSE in names:
             raise _invalid(Status.PIPELINE_MULTIPLE_EXIT_NODES, f"a node is named {RESPONSE}")
         for node in self.config.nodes:
-            if node.demultiply_count is not None or node.gather_from_node:
-                raise _invalid(Status.NOT_IMPLEMENTED, f"node {node.name}: demultiplexing is not served yet")
+            gather = node.gather_from_node
+            if gather == REQUEST:
+                raise _invalid(Status.PIPELINE_GATHER_FROM_ENTRY, f"node {node.name}")
+            if gather and gather not in self.nodes:
+                raise _invalid(Status.PIPELINE_GATHER_NODE_MISSING, f"node {node.name}: {gather}")
+            if gather and self.nodes[gather].demultiply_count is None:
+                raise _invalid(Status.PIPELINE_GATHER_NOT_DEMULTIPLEXER, f"node {node.name}: {gather}")
             if node.type == "custom":
                 if node.library_name not in self.repository.libraries:
                     raise _invalid(Status.PIPELINE_INCORRECT_LIBRARY, f"node {node.name}: {node.library_name}")
                 continue
             if node.model_name not in self.repository.models:
                 raise _invalid(Status.PIPELINE_NODE_REFERING_TO_MISSING_MODEL, f"node {node.name}: {node.model_name}")
-        if self.config.demultiply_count is not None:
-            raise _invalid(Status.NOT_IMPLEMENTED, "demultiplexing at the pipeline entry is not served yet")
+        dynamic = [node.name for node in self.config.nodes if _count(node.demultiply_count) == -1]
+        if _count(self.config.demultiply_count) == -1:
+            dynamic.insert(0, REQUEST)
+        if len(dynamic) > 1:
+            raise _invalid(Status.PIPELINE_MULTIPLE_DYNAMIC_DEMULTIPLEXERS, ", ".join(dynamic))
 
     def _model_specs(self) -> tuple[dict[str, Mapping[str, TensorSpec]], dict[str, Mapping[str, TensorSpec]]]:
         """Each node's model input and output specs, from the version it will run (pinned or default)."""
@@ -356,7 +494,10 @@ class _Validator:
             for other in consumers[1:]:
                 if (other.datatype, other.shape) != (first.datatype, first.shape):
                     raise _invalid(Status.PIPELINE_INPUTS_AMBIGUOUS_METADATA, name)
-            specs[name] = replace(first, name=name)
+            spec = replace(first, name=name)
+            if self.config.demultiply_count is not None:
+                spec = _prepend(spec, self._branch_count(REQUEST))
+            specs[name] = spec
         return specs
 
     def _pipeline_outputs(
@@ -367,7 +508,10 @@ class _Validator:
             if source.node == REQUEST:
                 spec = inputs[source.item]
             else:
-                spec = model_outputs[source.node][self.nodes[source.node].outputs[source.item]]
+                spec = self._produced(source, model_outputs)
+                branch = self._source_branch(source)
+                if branch is not None:  # gathered at the response
+                    spec = _prepend(spec, self._branch_count(branch))
             specs[name] = replace(spec, name=name)
         return specs
 
@@ -379,7 +523,9 @@ class _Validator:
             for input_name, source in node.inputs:
                 if source.node == REQUEST:
                     continue
-                produced = model_outputs[source.node][self.nodes[source.node].outputs[source.item]]
+                produced = self._produced(source, model_outputs)
+                if node.gather_from_node:
+                    produced = _prepend(produced, self._branch_count(node.gather_from_node))
                 expected = model_inputs[node.name][input_name]
                 if produced.datatype != expected.datatype or not _shapes_compatible(produced, expected):
                     raise _invalid(
@@ -387,6 +533,17 @@ class _Validator:
                         f"{source.node}/{source.item} {produced.datatype} {list(produced.metadata_shape)} -> "
                         f"{node.name}/{input_name} {expected.datatype} {list(expected.metadata_shape)}",
                     )
+
+
+def _drop_first(spec: TensorSpec) -> TensorSpec:
+    return replace(spec, shape=spec.shape[1:], batch_index=0 if len(spec.shape) > 1 else None, layout="")
+
+
+def _prepend(spec: TensorSpec, count: int) -> TensorSpec:
+    """The spec of branches stacked along a new first dimension (a [N,H,W,C] layout becomes [N,?,H,W,C])."""
+    lead = Dim.static(count) if count > 0 else Dim.any()
+    layout = f"[N,?,{spec.layout[3:]}" if spec.layout.startswith("[N,") else spec.layout
+    return replace(spec, shape=(lead, *spec.shape), batch_index=0, layout=layout)
 
 
 def _shapes_compatible(produced: TensorSpec, expected: TensorSpec) -> bool:

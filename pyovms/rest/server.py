@@ -40,7 +40,10 @@ def _json(document: Any, status: int = 200) -> web.Response:
 
 
 def _error(exc: ServingError) -> web.Response:
-    return _json({"error": exc.message}, http_code(exc.status))
+    code = http_code(exc.status)
+    if code == 204:  # a demultiplexer produced nothing: no content, as OVMS answers
+        return web.Response(status=204)
+    return _json({"error": exc.message}, code)
 
 
 def _version(digits: str) -> str:
