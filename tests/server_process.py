@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -86,3 +87,9 @@ class ServerProcess:
                 self.process.wait(10)
         self._log.close()
         return self.process.returncode
+
+
+def serve_config(root: Path, config: dict, *args: str) -> ServerProcess:
+    """Write `config` as root/config.json and start pyovms on it (log in root/log), ready."""
+    (root / "config.json").write_text(json.dumps(config))
+    return ServerProcess(["--config_path", str(root / "config.json"), *args], root / "log")

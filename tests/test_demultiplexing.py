@@ -3,8 +3,6 @@ demultiplexing at the pipeline entry (with binary images, 5-D), zero branches, a
 
 from __future__ import annotations
 
-import json
-
 import cv2
 import grpc
 import numpy as np
@@ -13,7 +11,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2
 
 from . import models
-from .server_process import ServerProcess
+from .server_process import serve_config
 from .test_pipelines import _custom, _node, _pipeline
 
 NODES = """
@@ -124,8 +122,7 @@ def server(tmp_path_factory):
         ],
         "pipeline_config_list": [STATIC_GATHER, DYNAMIC, ENTRY, IMAGES, *invalid],
     }
-    (root / "config.json").write_text(json.dumps(config))
-    process = ServerProcess(["--config_path", str(root / "config.json")], root / "log")
+    process = serve_config(root, config)
     yield process
     process.stop()
 

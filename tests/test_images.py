@@ -18,7 +18,7 @@ from tritonclient.grpc import service_pb2
 from pyovms.images import declared_size
 
 from . import models
-from .server_process import ServerProcess
+from .server_process import serve_config
 
 H, W = 8, 6
 
@@ -74,9 +74,7 @@ def server(tmp_path_factory):
                           ("as_i64", models.OV_TYPES["INT64"])):  # fmt: skip
         models.build_to_fp32(root / name / "1" / "model.xml", [1, H, W, 3], ov_type)
         serve(name, name, layout="NHWC")
-    config = root / "config.json"
-    config.write_text(json.dumps({"model_config_list": entries}))
-    process = ServerProcess(["--config_path", str(config)], root / "log")
+    process = serve_config(root, {"model_config_list": entries})
     yield process
     process.stop()
 

@@ -15,7 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 
 from . import models
-from .server_process import ServerProcess
+from .server_process import serve_config
 
 NOT_LOADED = "Pipeline is not loaded yet - name: "
 
@@ -250,8 +250,7 @@ def server(tmp_path_factory):
                       {"out": ("a", "out")}),
         ],
     }  # fmt: skip
-    (root / "config.json").write_text(json.dumps(config))
-    process = ServerProcess(["--config_path", str(root / "config.json")], root / "log")
+    process = serve_config(root, config)
     yield process
     process.stop()
 
