@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from . import __version__
 from .errors import ServingError, Status
@@ -41,6 +41,8 @@ class Server:
         self.repository = repository or Repository()
         self.max_image_decoded_bytes = max_image_decoded_bytes
         self.extensions = list(EXTENSIONS)
+        self.reloader: Callable[[], Awaitable[bool]] | None = None
+        """Applies the configuration again (set by the process wiring); see `reload`."""
         self._live = True
         self._ready = False
 
@@ -121,6 +123,12 @@ class Server:
             for entry in entries
             if entry.servable is not None
         ]
+
+    async def reload(self) -> bool:
+        """Apply the configuration again now (`POST /v1/config/reload`); True when anything changed."""
+        if self.reloader is None:
+            return False
+        return await self.reloader()
 
     def model_statuses(self) -> dict[str, list[VersionStatus]]:
         """Every model's versions with their states, by model name (the status JSON of `GET /v1/config`)."""

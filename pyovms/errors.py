@@ -64,6 +64,7 @@ class Status(enum.Enum):
     REST_BODY_TOO_LARGE = "Request body exceeds the allowed size"
     JSON_NESTING_DEPTH_EXCEEDED = "JSON nesting depth exceeds the allowed limit"
     SERVER_NOT_READY = "Server is not ready"
+    CONFIG_RELOAD_FAILED = "Reloading config file failed. Check server logs for more info."
     # Pipelines
     PIPELINE_DEFINITION_NAME_MISSING = "Pipeline with requested name is not found"
     PIPELINE_DEFINITION_NOT_LOADED_YET = "Pipeline is not loaded yet"

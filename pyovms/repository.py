@@ -126,6 +126,7 @@ class Repository:
         self.pipelines: dict[str, Model] = {}
         self.libraries: dict[str, Library] = {}
         """Custom node libraries that imported; pipelines naming another one are invalid."""
+        self._pipeline_configs: list[PipelineConfig] = []
 
     async def load(
         self,
@@ -146,6 +147,7 @@ class Repository:
                 log.error("Custom node library %s not loaded: %s", library.name, exc.message)
         for pipeline in pipelines:
             self._load_pipeline(pipeline)
+        self._pipeline_configs = list(pipelines)
 
     def _load_pipeline(self, config: PipelineConfig) -> None:
         if config.name in self.models:
@@ -171,7 +173,10 @@ class Repository:
         """Every model and pipeline, sorted by name."""
         return sorted([*self.models.values(), *self.pipelines.values()], key=lambda m: m.name)
 
-    async def _load_model(self, model: Model) -> None:
+    async def _load_model(self, model: Model) -> bool:
+        """Bring the model's versions in line with its policy and version directories: load the versions the
+        policy selects (falling back below ones that fail, as OVMS does) and retire the others. True when a
+        version was loaded or retired."""
         config = model.config
         assert config is not None
         try:
@@ -183,24 +188,107 @@ class Repository:
             if not config.base_path or "://" in config.base_path:
                 raise ServingError(Status.PATH_INVALID, config.base_path or "base_path is not set")
             on_disk = version_directories(base_path)
-            if not on_disk:
+            if not on_disk and not model.versions:
                 raise ServingError(Status.NO_MODEL_VERSION_AVAILABLE, str(base_path))
         except ServingError as exc:
-            log.error("model %s not loaded: %s", model.name, exc)
-            return
-        remaining = list(on_disk)
+            if not model.versions:
+                log.error("model %s not loaded: %s", model.name, exc)
+                return False
+            on_disk = []  # the directory is gone: every version retires
+        changed = False
+        failed = {v for v, entry in model.versions.items() if entry.load_failed}
+        remaining = [v for v in on_disk if v not in failed]
         while True:
-            to_load = [v for v in policy.select(remaining) if v not in model.versions]
+            selected = set(policy.select(remaining))
+            to_load = [
+                v for v in sorted(selected) if v not in model.versions or model.versions[v].state == VersionState.END
+            ]
             if not to_load:
                 break
             for version in to_load:
                 model.versions[version] = ModelVersion(model.name, version)
             results = await asyncio.gather(*(self._load_version(model, v, base_path) for v in to_load))
-            failed = [v for v, ok in zip(to_load, results, strict=True) if not ok]
-            if not failed:
+            changed = True
+            newly_failed = [v for v, ok in zip(to_load, results, strict=True) if not ok]
+            if not newly_failed:
                 break
             # The policy is applied again without the failed versions: `latest 1` falls back to the next one.
-            remaining = [v for v in remaining if v not in failed]
+            remaining = [v for v in remaining if v not in newly_failed]
+        for version, entry in model.versions.items():
+            if version not in selected and entry.state == VersionState.AVAILABLE:
+                _retire(entry)
+                changed = True
+        return changed
+
+    async def reload(
+        self,
+        configs: list[ModelConfig],
+        pipelines: Sequence[PipelineConfig] = (),
+        libraries: Sequence[LibraryConfig] = (),
+    ) -> bool:
+        """Apply a configuration again (spec §4.4): add new models, retire removed ones, reload a model whose
+        configuration changed (its old versions serve until the new ones are loaded), rescan every model's version
+        directories, then rebuild the pipelines. True when anything changed."""
+        changed = False
+        wanted = {config.name: config for config in configs}
+        for name, model in list(self.models.items()):
+            if name not in wanted:
+                for entry in model.versions.values():
+                    if entry.state == VersionState.AVAILABLE:
+                        _retire(entry)
+                        changed = True
+        updates = []
+        for config in configs:
+            model = self.models.get(config.name)
+            if model is None or model.config != config:
+                updates.append(self._replace_model(config, model))
+            else:
+                updates.append(self._load_model(model))
+        changed = any(await asyncio.gather(*updates)) or changed
+        for library in libraries:
+            if library.name not in self.libraries:
+                try:
+                    self.libraries[library.name] = Library.load(library)
+                except ServingError as exc:
+                    log.error("Custom node library %s not loaded: %s", library.name, exc.message)
+        if changed or list(pipelines) != self._pipeline_configs:
+            changed = self._reload_pipelines(pipelines) or changed
+        return changed
+
+    async def _replace_model(self, config: ModelConfig, old: Model | None) -> bool:
+        """Load a new or changed model beside the old one, then switch and retire the old versions."""
+        fresh = Model(config.name, config)
+        await self._load_model(fresh)
+        if old is not None:
+            for entry in old.versions.values():
+                if entry.state == VersionState.AVAILABLE:
+                    _retire(entry)
+            # Versions the new configuration did not load stay visible as retired, as OVMS keeps them.
+            for version, entry in old.versions.items():
+                fresh.versions.setdefault(version, entry)
+        self.models[config.name] = fresh
+        return True
+
+    def _reload_pipelines(self, configs: Sequence[PipelineConfig]) -> bool:
+        """Rebuild every pipeline against the models as they are now; retire the ones no longer configured."""
+        wanted = {config.name for config in configs}
+        changed = False
+        for name, pipeline in list(self.pipelines.items()):
+            entry = pipeline.versions[1]
+            if isinstance(entry.servable, Pipeline):
+                entry.servable.close()
+            if name not in wanted and entry.state != VersionState.END:
+                _retire(entry)
+                changed = True
+        previous = {name: model.versions[1].state for name, model in self.pipelines.items()}
+        self.pipelines = {name: model for name, model in self.pipelines.items() if name not in wanted}
+        self._pipeline_configs = list(configs)
+        for config in configs:
+            self._load_pipeline(config)
+            loaded = self.pipelines.get(config.name)
+            if loaded is not None and previous.get(config.name) != loaded.versions[1].state:
+                changed = True
+        return changed
 
     async def _load_version(self, model: Model, version: int, base_path: Path) -> bool:
         entry = model.versions[version]
@@ -228,9 +316,7 @@ class Repository:
                 if entry.state == VersionState.AVAILABLE:
                     if isinstance(entry.servable, Pipeline):
                         entry.servable.close()
-                    entry.set_state(VersionState.UNLOADING)
-                    entry.servable = None
-                    entry.set_state(VersionState.END)
+                    _retire(entry)
 
     def get_model(self, name: str) -> Model:
         """The model, else the pipeline, of that name."""
@@ -264,6 +350,13 @@ class Repository:
             waited += LOAD_POLL_S
         check_available(entry)
         return entry
+
+
+def _retire(entry: ModelVersion) -> None:
+    """UNLOADING -> END. Requests already running on it hold the servable and finish; new ones are refused."""
+    entry.set_state(VersionState.UNLOADING)
+    entry.servable = None
+    entry.set_state(VersionState.END)
 
 
 def check_available(entry: ModelVersion) -> None:

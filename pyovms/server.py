@@ -14,12 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .cli import Settings
-from .config import ModelConfig, load_config
+from .config import load_config
+from .config_watcher import Configs, ConfigWatcher, parse_sections
 from .core import Server
-from .custom_node import LibraryConfig
 from .errors import ServingError
 from .grpc.service import start_grpc_server
-from .pipeline import PipelineConfig
 from .repository import Repository
 from .rest.server import RestApi, start_rest_server
 from .workers import is_worker, supervise
@@ -42,7 +41,7 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("pyovms").setLevel(level)
 
 
-def _configs(settings: Settings) -> tuple[list[ModelConfig], list[PipelineConfig], list[LibraryConfig]]:
+def _configs(settings: Settings) -> Configs:
     """The models, pipelines and custom node libraries to serve (config.json, single-model flags or the demo)."""
     if settings.demo:
         from .demo import build_demo_repository, default_demo_dir
@@ -53,17 +52,12 @@ def _configs(settings: Settings) -> tuple[list[ModelConfig], list[PipelineConfig
         log.info("Demo repository built in %s", config_path.parent)
         return load_config(config_path).models, [], []
     if settings.config_path:
-        config = load_config(settings.config_path)
-        pipelines = [PipelineConfig.from_json(entry) for entry in config.extra.get("pipeline_config_list", [])]
-        config_dir = Path(settings.config_path).resolve().parent
-        libraries = [
-            LibraryConfig.from_json(entry, config_dir)
-            for entry in config.extra.get("custom_node_library_config_list", [])
-        ]
-        for section in config.extra:
-            if section not in ("pipeline_config_list", "custom_node_library_config_list"):
+        sections = parse_sections(settings.config_path)
+        served = ("model_config_list", "pipeline_config_list", "custom_node_library_config_list")
+        for section in load_config(settings.config_path).extra:
+            if section not in served:
                 log.warning("config section %s is accepted but not served yet", section)
-        return config.models, pipelines, libraries
+        return sections
     assert settings.model is not None
     return [settings.model], [], []
 
@@ -78,7 +72,7 @@ def _warn_not_served(settings: Settings) -> None:
 async def serve(settings: Settings) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit status."""
     try:
-        configs, pipelines, libraries = _configs(settings)
+        configs = _configs(settings)
     except ServingError as exc:
         log.error("Couldn't start model manager: %s", exc.message)
         return 1
@@ -89,6 +83,8 @@ async def serve(settings: Settings) -> int:
         repository.core.set_property({"CACHE_DIR": settings.cache_dir})
         log.info("Model cache is enabled: %s", settings.cache_dir)
     server = Server(repository, settings.max_image_decoded_bytes)
+    watcher = ConfigWatcher(repository, configs, settings.config_path)
+    server.reloader = lambda: watcher.reload(strict=True)
     grpc_server = None
     if settings.port:
         try:
@@ -125,9 +121,11 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
 
     async def initial_load() -> None:
-        await repository.load(configs, pipelines, libraries)
+        await repository.load(*configs)
         server.set_ready(True)
-        log.info("Server ready: initial load of %d model(s) finished", len(configs))
+        log.info("Server ready: initial load of %d model(s) finished", len(configs[0]))
+        if settings.file_system_poll_wait_seconds > 0:
+            await watcher.watch(settings.file_system_poll_wait_seconds)
 
     loader = asyncio.create_task(initial_load())
     await stop.wait()

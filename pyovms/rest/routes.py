@@ -40,6 +40,7 @@ ROUTES: tuple[Route, ...] = (
     _route("model_statistics", "GET", _MODEL + r"/stats"),
     _route("model_metadata", "GET", _MODEL + r"/?"),
     _route("config_status", "GET", r"/v1/config"),
+    _route("config_reload", "POST", r"/v1/config/reload"),
 )
 
 METHODS = frozenset({"GET", "POST", "OPTIONS"})

@@ -199,7 +199,14 @@ class RestApi:
     async def all_statistics(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
         return _json(_statistics(await self.server.model_statistics()))
 
+    async def config_reload(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        changed = await self.server.reload()
+        return self._statuses(201 if changed else 200)
+
     async def config_status(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        return self._statuses(200)
+
+    def _statuses(self, code: int) -> web.Response:
         return _json(
             {
                 name: {
@@ -213,7 +220,8 @@ class RestApi:
                     ]
                 }
                 for name, versions in self.server.model_statuses().items()
-            }
+            },
+            code,
         )
 
     async def model_infer(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
