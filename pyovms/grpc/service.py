@@ -19,6 +19,7 @@ from ..core import Server
 from ..errors import ServingError, Status
 from . import converters
 from .generated import grpc_predict_v2_pb2 as pb
+from .health import add_health_and_reflection
 from .status import grpc_code
 
 log = logging.getLogger("pyovms.grpc")
@@ -186,6 +187,7 @@ async def start_grpc_server(
     options.update(dict(channel_arguments))
     grpc_server = grpc.aio.server(options=list(options.items()))
     grpc_server.add_generic_rpc_handlers((InferenceService(server).handler(),))
+    add_health_and_reflection(server, grpc_server, SERVICE_NAME)
     for address in bind_addresses:
         host = f"[{address}]" if ":" in address and not address.startswith("[") else address
         try:
