@@ -74,6 +74,8 @@ class Settings:
     demo: bool = False
     inline_threshold_us: int = 300
     """Models whose inferences average less than this many microseconds run inline on the event loop; 0: never."""
+    shutdown_grace_s: float = 5.0
+    """On SIGTERM/SIGINT, how long requests in flight may take to finish before the servers close."""
     event_loop: str = "auto"
     """"uvloop", "asyncio", or "auto" (uvloop when it is installed)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -144,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "uvloop", "asyncio"],
         default="auto",
         help="event loop implementation; auto = uvloop when installed (faster per request), else asyncio's own",
+    )
+    server.add_argument(
+        "--shutdown_grace_seconds",
+        type=float,
+        default=5.0,
+        help="on SIGTERM/SIGINT, let requests in flight finish for this long before closing (readiness turns false "
+        "at once)",
     )
     server.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="config/version poll period")
     server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint, default=5)
@@ -342,6 +351,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         demo=args.demo,
         inline_threshold_us=args.inline_threshold_us,
         event_loop=args.event_loop,
+        shutdown_grace_s=max(0.0, args.shutdown_grace_seconds),
         extra={name: getattr(args, name) for name in extra_names if getattr(args, name) not in (None, False)},
     )
 

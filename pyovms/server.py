@@ -26,7 +26,6 @@ from .workers import is_worker, supervise
 log = logging.getLogger("pyovms.server")
 
 TRACE = 5
-SHUTDOWN_GRACE_S = 5.0
 
 
 def configure_logging(settings: Settings) -> None:
@@ -129,14 +128,14 @@ async def serve(settings: Settings) -> int:
 
     loader = asyncio.create_task(initial_load())
     await stop.wait()
-    log.info("Shutting down")
     server.set_ready(False)
+    log.info("Shutting down: not ready; requests in flight have %.1f s to finish", settings.shutdown_grace_s)
     loader.cancel()
     stopping = []
     if grpc_server is not None:
-        stopping.append(grpc_server.stop(SHUTDOWN_GRACE_S))
+        stopping.append(grpc_server.stop(settings.shutdown_grace_s))
     if rest_server is not None:
-        stopping.append(rest_server.stop(SHUTDOWN_GRACE_S))
+        stopping.append(rest_server.stop(settings.shutdown_grace_s))
     await asyncio.gather(*stopping)
     repository.unload()
     return 0

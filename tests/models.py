@@ -157,3 +157,15 @@ def build_times_two(path: Path, shape: list) -> Path:
     """y = 2 x, FP32."""
     x = ops.parameter(shape, ov.Type.f32, name="x")
     return _save(ov.Model([_named(ops.multiply(x, ops.constant(np.float32(2))), "y")], [x], "times_two"), path)
+
+
+def build_slow_to_infer(path: Path, layers: int = 12, width: int = 1024) -> Path:
+    """x FP32 [-1, width] through `layers` matmul+relu pairs: a batch of a few hundred rows takes a large fraction
+    of a second (for requests still in flight when the server is told to stop)."""
+    rng = np.random.default_rng(0)
+    x = ops.parameter([-1, width], ov.Type.f32, name="x")
+    y = x
+    for _ in range(layers):
+        weights = ops.constant((rng.random((width, width), dtype=np.float32) - 0.5) * 0.05)
+        y = ops.relu(ops.matmul(y, weights, False, False))
+    return _save(ov.Model([_named(y, "y")], [x], "slow_infer"), path)

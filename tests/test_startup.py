@@ -90,3 +90,50 @@ def test_event_loop_choice(tmp_path, flag, expected):
         assert f"Event loop: {expected}" in process.log()
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize("grace", ["60", "0"])
+def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(tmp_path, grace):
+    import signal
+    import threading
+
+    models.build_slow_to_infer(tmp_path / "slow" / "1" / "model.xml")
+    process = ServerProcess(
+        ["--model_name", "slow", "--model_path", str(tmp_path / "slow"), "--shutdown_grace_seconds", grace],
+        tmp_path / "log",
+    )
+    try:
+        rows = 64
+        request = service_pb2.ModelInferRequest(model_name="slow")
+        request.inputs.add(name="x", datatype="FP32", shape=[rows, 1024])
+        request.raw_input_contents.append(np.ones((rows, 1024), dtype=np.float32).tobytes())
+        started = time.monotonic()
+        process.stub.ModelInfer(request, timeout=60)
+        per_row = (time.monotonic() - started) / rows
+        rows = max(64, int(1.0 / per_row))  # about a second of inference
+        request.inputs[0].shape[:] = [rows, 1024]
+        request.raw_input_contents[0] = np.ones((rows, 1024), dtype=np.float32).tobytes()
+
+        outcome: dict = {}
+
+        def call() -> None:
+            try:
+                outcome["response"] = process.stub.ModelInfer(request, timeout=60)
+            except grpc.RpcError as exc:
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        time.sleep(0.2)  # the inference is running
+        process.process.send_signal(signal.SIGTERM)
+        worker.join(60)
+        if grace == "0":  # no grace: the request in flight is cut off
+            assert outcome["error"].code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+        else:
+            assert "error" not in outcome, outcome.get("error")
+            assert list(outcome["response"].outputs[0].shape) == [rows, 1024]
+        assert process.process.wait(60) == 0
+        log = process.log()
+        assert f"Shutting down: not ready; requests in flight have {float(grace):.1f} s to finish" in log
+    finally:
+        process.stop()
