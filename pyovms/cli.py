@@ -267,6 +267,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError("rest_port setting is missing, metrics are enabled on rest port")
     if not args.metrics_enable and args.metrics_list:
         raise UsageError("metrics_enable setting is missing, required when metrics_list is provided")
+    if args.metrics_list:
+        from .metrics import HELP  # the known metric names
+
+        unknown = [n.strip() for n in args.metrics_list.split(",") if n.strip() and n.strip() not in HELP]
+        if unknown:
+            raise UsageError(f"Invalid name in metrics_list: {', '.join(unknown)}")
     if args.rest_port == 0 and port == 0:
         raise UsageError("port and rest_port cannot both be unset")
     if args.rest_workers is not None:

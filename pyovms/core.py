@@ -21,6 +21,7 @@ from .inference import (
     VersionStatistics,
     VersionStatus,
 )
+from .metrics import Metrics
 from .repository import Repository, VersionState, check_available
 from .validation import check_requested_outputs, prepare_inputs
 
@@ -43,6 +44,8 @@ class Server:
         self.extensions = list(EXTENSIONS)
         self.reloader: Callable[[], Awaitable[bool]] | None = None
         """Applies the configuration again (set by the process wiring); see `reload`."""
+        self.metrics: Metrics | None = None
+        """Set when metrics are enabled; front ends report each request through `record`."""
         self._live = True
         self._ready = False
 
@@ -85,14 +88,18 @@ class Server:
         servable = entry.servable
         assert servable is not None
         started = time.perf_counter_ns()
+        statistics = servable.statistics
+        statistics.in_flight += 1
         try:
             check_requested_outputs(servable.outputs, request.outputs)
             inputs = await decode_pending(prepare_inputs(servable.inputs, request), self.max_image_decoded_bytes)
             inputs_ready = time.perf_counter_ns()
             outputs = await servable.infer(inputs, request.outputs)
         except ServingError:
-            servable.statistics.record_failure(started)
+            statistics.record_failure(started)
             raise
+        finally:
+            statistics.in_flight -= 1
         inferred = time.perf_counter_ns()
         response = InferResponse(
             model_name=request.model_name,
@@ -123,6 +130,11 @@ class Server:
             for entry in entries
             if entry.servable is not None
         ]
+
+    def record(self, interface: str, method: str, name: str, version: str, ok: bool, started: float) -> None:
+        """Count one front-end request (`started`: its `time.perf_counter()`) when metrics are enabled."""
+        if self.metrics is not None:
+            self.metrics.record(interface, method, name, version, ok, time.perf_counter() - started)
 
     async def reload(self) -> bool:
         """Apply the configuration again now (`POST /v1/config/reload`); True when anything changed."""

@@ -65,6 +65,7 @@ class Status(enum.Enum):
     JSON_NESTING_DEPTH_EXCEEDED = "JSON nesting depth exceeds the allowed limit"
     SERVER_NOT_READY = "Server is not ready"
     CONFIG_RELOAD_FAILED = "Reloading config file failed. Check server logs for more info."
+    INVALID_METRICS_LIST = "Invalid name in metrics_list"
     # Pipelines
     PIPELINE_DEFINITION_NAME_MISSING = "Pipeline with requested name is not found"
     PIPELINE_DEFINITION_NOT_LOADED_YET = "Pipeline is not loaded yet"

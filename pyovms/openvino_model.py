@@ -72,6 +72,19 @@ class OpenVinoModel:
     def nireq(self) -> int:
         return self._pool.size
 
+    @property
+    def pool(self) -> InferRequestPool:
+        """The infer-request pool (its `waiting` and `active` counts are metrics)."""
+        return self._pool
+
+    @property
+    def streams(self) -> int:
+        """OpenVINO's number of execution streams for this compiled model."""
+        try:
+            return int(self._compiled.get_property("NUM_STREAMS"))
+        except Exception:  # a device without the property
+            return 1
+
     async def infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = ()) -> list[InferOutput]:
         """Run one inference; outputs sorted by name, only `requested` ones when any are named."""
         tensors_in = [(self._input_index[name], _to_openvino(array)) for name, array in inputs.items()]

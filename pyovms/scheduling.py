@@ -84,6 +84,8 @@ class InferRequestPool(Generic[T]):
         self._in_flight: dict[int, _InFlight] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self._size = size
+        self.waiting = 0
+        """Requests waiting for an idle infer request."""
         for _ in range(size):
             request = compiled.create_infer_request()
             request.set_callback(self._on_done, id(request))
@@ -92,6 +94,11 @@ class InferRequestPool(Generic[T]):
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def active(self) -> int:
+        """Infer requests in use."""
+        return self._size - self._idle.qsize()
 
     @property
     def inline(self) -> bool:
@@ -114,7 +121,14 @@ class InferRequestPool(Generic[T]):
     async def run(self, inputs: Sequence[tuple[int, np.ndarray | ov.Tensor]], collect_arg: Any = None) -> T:
         """Infer `inputs` (arrays or tensors by input index) and return `collect(request, collect_arg)`."""
         queued = time.perf_counter_ns()
-        request = self._idle.get_nowait() if self._idle.qsize() else await self._idle.get()
+        if self._idle.qsize():
+            request = self._idle.get_nowait()
+        else:
+            self.waiting += 1
+            try:
+                request = await self._idle.get()
+            finally:
+                self.waiting -= 1
         started = time.perf_counter_ns()
         self.statistics.queue.add(started - queued)
         try:

@@ -17,8 +17,9 @@ from .cli import Settings
 from .config import load_config
 from .config_watcher import Configs, ConfigWatcher, parse_sections
 from .core import Server
-from .errors import ServingError
+from .errors import ServingError, Status
 from .grpc.service import start_grpc_server
+from .metrics import Metrics, parse_metrics_list
 from .repository import Repository
 from .rest.server import RestApi, start_rest_server
 from .workers import is_worker, supervise
@@ -52,13 +53,29 @@ def _configs(settings: Settings) -> Configs:
         return load_config(config_path).models, [], []
     if settings.config_path:
         sections = parse_sections(settings.config_path)
-        served = ("model_config_list", "pipeline_config_list", "custom_node_library_config_list")
+        served = ("model_config_list", "pipeline_config_list", "custom_node_library_config_list", "monitoring")
         for section in load_config(settings.config_path).extra:
             if section not in served:
                 log.warning("config section %s is accepted but not served yet", section)
         return sections
     assert settings.model is not None
     return [settings.model], [], []
+
+
+def _metrics(settings: Settings, repository: Repository) -> Metrics | None:
+    """The metrics the flags or config.json's `monitoring` section enable (raise ServingError for a bad list)."""
+    enable, names = settings.metrics_enable, settings.metrics_list
+    if settings.config_path:
+        monitoring = load_config(settings.config_path).extra.get("monitoring", {}).get("metrics", {})
+        enable = enable or bool(monitoring.get("enable"))
+        names = names or ",".join(monitoring.get("metrics_list", []))
+        if names and not enable:
+            raise ServingError(Status.INVALID_METRICS_LIST, "metrics_list is set but metrics are not enabled")
+    if not enable:
+        return None
+    if not settings.rest_port:
+        raise ServingError(Status.INVALID_METRICS_LIST, "metrics are served on the REST port: set rest_port")
+    return Metrics(repository, parse_metrics_list(names))
 
 
 def _warn_not_served(settings: Settings) -> None:
@@ -82,6 +99,11 @@ async def serve(settings: Settings) -> int:
         repository.core.set_property({"CACHE_DIR": settings.cache_dir})
         log.info("Model cache is enabled: %s", settings.cache_dir)
     server = Server(repository, settings.max_image_decoded_bytes)
+    try:
+        server.metrics = _metrics(settings, repository)
+    except ServingError as exc:
+        log.error("Couldn't start model manager: %s", exc.message)
+        return 1
     watcher = ConfigWatcher(repository, configs, settings.config_path)
     server.reloader = lambda: watcher.reload(strict=True)
     grpc_server = None

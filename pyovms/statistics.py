@@ -12,8 +12,13 @@ and `perf_counter_ns` calls. The phases:
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
+
+BUCKETS_US = tuple(math.floor(10 * 1.8**i) for i in range(33))
+"""Upper bounds (microseconds) of the latency histograms, OVMS's scheme: floor(10 x 1.8^i); +Inf follows."""
 
 
 @dataclass(slots=True)
@@ -29,13 +34,27 @@ class Duration:
 
 
 @dataclass(slots=True)
+class Histogram(Duration):
+    """A Duration that also counts its observations per latency bucket (for the metrics endpoint)."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_US) + 1))
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+        self.buckets[bisect_left(BUCKETS_US, ns / 1000)] += 1
+
+
+@dataclass(slots=True)
 class InferStatistics:
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
-    queue: Duration = field(default_factory=Duration)
+    queue: Histogram = field(default_factory=Histogram)
     compute_input: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
+    compute_infer: Histogram = field(default_factory=Histogram)
     compute_output: Duration = field(default_factory=Duration)
+    in_flight: int = 0
+    """Requests being served now."""
     inference_count: int = 0
     """Inferences (batch elements); every request is one execution of batch 1 in pyovms."""
     execution_count: int = 0

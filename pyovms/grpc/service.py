@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -25,6 +26,8 @@ from .status import grpc_code
 log = logging.getLogger("pyovms.grpc")
 
 SERVICE_NAME = "inference.GRPCInferenceService"
+INTERFACE = "gRPC"
+"""The `interface` label of this front end's metrics."""
 
 M = TypeVar("M", bound=Message)
 
@@ -89,26 +92,45 @@ class InferenceService:
     async def model_ready(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         async def call() -> Message:
             request = _parse(pb.ModelReadyRequest, data)
-            return pb.ModelReadyResponse(ready=await self.server.model_ready(request.name, request.version))
+            started = time.perf_counter()
+            try:
+                ready = await self.server.model_ready(request.name, request.version)
+            except ServingError:
+                self.server.record(INTERFACE, "ModelReady", request.name, request.version, False, started)
+                raise
+            self.server.record(INTERFACE, "ModelReady", request.name, request.version, True, started)
+            return pb.ModelReadyResponse(ready=ready)
 
         return await _answer(context, "ModelReady", call)
 
     async def model_metadata(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         async def call() -> Message:
             request = _parse(pb.ModelMetadataRequest, data)
-            metadata = await self.server.model_metadata(request.name, request.version)
+            started = time.perf_counter()
+            try:
+                metadata = await self.server.model_metadata(request.name, request.version)
+            except ServingError:
+                self.server.record(INTERFACE, "ModelMetadata", request.name, request.version, False, started)
+                raise
+            self.server.record(INTERFACE, "ModelMetadata", request.name, request.version, True, started)
             return converters.model_metadata_to_pb(metadata)
 
         return await _answer(context, "ModelMetadata", call)
 
     async def model_infer(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         # The hot path: written out rather than through `_answer`, which costs a closure and a coroutine per call.
+        started = time.perf_counter()
+        request = None
         try:
             request = converters.infer_request_from_pb(_parse(pb.ModelInferRequest, data))
-            return converters.infer_response_to_pb(await self.server.infer(request))
+            response = converters.infer_response_to_pb(await self.server.infer(request))
+            self.server.record(INTERFACE, "ModelInfer", request.model_name, request.model_version, True, started)
+            return response
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if request is not None:
+                self.server.record(INTERFACE, "ModelInfer", request.model_name, request.model_version, False, started)
             await _abort(context, "ModelInfer", exc)
 
     async def model_config(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:

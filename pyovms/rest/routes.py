@@ -41,6 +41,7 @@ ROUTES: tuple[Route, ...] = (
     _route("model_metadata", "GET", _MODEL + r"/?"),
     _route("config_status", "GET", r"/v1/config"),
     _route("config_reload", "POST", r"/v1/config/reload"),
+    _route("metrics", "GET", r"/metrics"),
 )
 
 METHODS = frozenset({"GET", "POST", "OPTIONS"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,8 @@ log = logging.getLogger("pyovms.rest")
 
 JSON = "application/json"
 HEADER_LENGTH = "Inference-Header-Content-Length"
+INTERFACE = "REST"
+"""The `interface` label of this front end's metrics."""
 _INT64_MAX = (1 << 63) - 1
 
 Handler = Callable[[web.BaseRequest, routes.Match], Awaitable[web.Response]]
@@ -163,8 +166,21 @@ class RestApi:
         metadata = self.server.metadata()
         return _json({"name": metadata.name, "version": metadata.version, "extensions": metadata.extensions})
 
+    async def _observed(self, method: str, found: routes.Match, call: Awaitable[Any]) -> Any:
+        """Await `call`, counting it in the metrics under `method`."""
+        started = time.perf_counter()
+        try:
+            result = await call
+        except ServingError:
+            self.server.record(INTERFACE, method, found.name, found.version, False, started)
+            raise
+        self.server.record(INTERFACE, method, found.name, found.version, True, started)
+        return result
+
     async def model_metadata(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
-        metadata: ModelMetadata = await self.server.model_metadata(found.name, _version(found.version))
+        metadata: ModelMetadata = await self._observed(
+            "ModelMetadata", found, self.server.model_metadata(found.name, _version(found.version))
+        )
         return _json(
             {
                 "name": metadata.name,
@@ -176,7 +192,7 @@ class RestApi:
         )
 
     async def model_ready(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
-        if not await self.server.model_ready(found.name, _version(found.version)):
+        if not await self._observed("ModelReady", found, self.server.model_ready(found.name, _version(found.version))):
             raise ServingError(Status.MODEL_VERSION_NOT_LOADED_YET)
         return web.Response(status=200)
 
@@ -202,6 +218,13 @@ class RestApi:
     async def config_reload(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
         changed = await self.server.reload()
         return self._statuses(201 if changed else 200)
+
+    async def metrics(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        if self.server.metrics is None:
+            raise ServingError(Status.REST_INVALID_URL, "metrics are not enabled")
+        return web.Response(
+            body=self.server.metrics.exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
 
     async def config_status(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
         return self._statuses(200)
@@ -229,7 +252,7 @@ class RestApi:
         infer_request, choice = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), found.name, _version(found.version)
         )
-        response = await self.server.infer(infer_request)
+        response = await self._observed("ModelInfer", found, self.server.infer(infer_request))
         payload, json_length = encode_infer_response(response, choice)
         if json_length is None:
             return web.Response(body=payload, content_type=JSON)
