@@ -40,6 +40,15 @@ class CorsSettings:
     credentials: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """`--tls_cert`, `--tls_key` (PEM files) and `--tls_client_ca` (PEM; requires client certificates: mutual TLS)."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+
 @dataclass(slots=True)
 class Settings:
     """Everything the command line configures."""
@@ -62,6 +71,8 @@ class Settings:
     max_image_decoded_bytes: int = DEFAULT_MAX_MESSAGE_SIZE
     """Largest width x height x channels a binary image's header may declare before it is decoded."""
     cors: CorsSettings = field(default_factory=lambda: CorsSettings())
+    tls: TlsSettings | None = None
+    """TLS for both gRPC and REST; None: plain connections."""
     file_system_poll_wait_seconds: int = 1
     log_level: str = "INFO"
     log_path: str | None = None
@@ -168,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--allowed_headers", default="*")
     server.add_argument("--allow_credentials", **flag)
     server.add_argument("--api_key_file")
+    server.add_argument("--tls_cert", help="PEM certificate chain: serve gRPC and REST over TLS")
+    server.add_argument("--tls_key", help="PEM private key of --tls_cert")
+    server.add_argument("--tls_client_ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
     multi = parser.add_argument_group("multi model")
     multi.add_argument("--config_path", help="config.json (or a directory holding it)")
     single = parser.add_argument_group("single model")
@@ -267,6 +281,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError("rest_port setting is missing, metrics are enabled on rest port")
     if not args.metrics_enable and args.metrics_list:
         raise UsageError("metrics_enable setting is missing, required when metrics_list is provided")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("tls_cert and tls_key must be given together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise UsageError("tls_client_ca needs tls_cert and tls_key")
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        value = getattr(args, name)
+        if value and not os.path.isfile(value):
+            raise UsageError(f"{name}: no such file: {value}")
     if args.metrics_list:
         from .metrics import HELP  # the known metric names
 
@@ -343,6 +365,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         rest_workers=args.rest_workers,
         rest_max_body_size=args.rest_max_body_size,
         max_image_decoded_bytes=args.max_image_decoded_bytes,
+        tls=TlsSettings(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
         cors=CorsSettings(
             args.allowed_origins, args.allowed_methods, args.allowed_headers, bool(args.allow_credentials)
         ),

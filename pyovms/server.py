@@ -78,6 +78,12 @@ def _metrics(settings: Settings, repository: Repository) -> Metrics | None:
     return Metrics(repository, parse_metrics_list(names))
 
 
+def _tls_text(settings: Settings) -> str:
+    if settings.tls is None:
+        return ""
+    return " with mutual TLS" if settings.tls.client_ca else " with TLS"
+
+
 def _warn_not_served(settings: Settings) -> None:
     if settings.rest_workers:
         log.debug("rest_workers %d accepted: REST requests are served by the event loop", settings.rest_workers)
@@ -116,24 +122,39 @@ async def serve(settings: Settings) -> int:
                 settings.grpc_max_message_size,
                 settings.grpc_channel_arguments,
                 share_port=settings.grpc_workers > 1,
+                tls=settings.tls,
             )
         except OSError as exc:
             log.error("Failed to start gRPC server: %s", exc)
             return 1
-        log.info("Started gRPC server on port %d (%s)", settings.port, ",".join(settings.grpc_bind_address))
+        log.info(
+            "Started gRPC server on port %d (%s)%s",
+            settings.port,
+            ",".join(settings.grpc_bind_address),
+            _tls_text(settings),
+        )
     rest_server = None
     if settings.rest_port:
         api = RestApi(server, settings.cors, settings.rest_max_body_size)
         try:
             rest_server = await start_rest_server(
-                api, settings.rest_port, settings.rest_bind_address, share_port=settings.grpc_workers > 1
+                api,
+                settings.rest_port,
+                settings.rest_bind_address,
+                share_port=settings.grpc_workers > 1,
+                tls=settings.tls,
             )
         except OSError as exc:
             log.error("Failed to start REST server: %s", exc)
             if grpc_server is not None:
                 await grpc_server.stop(0)
             return 1
-        log.info("Started REST server on port %d (%s)", settings.rest_port, ",".join(settings.rest_bind_address))
+        log.info(
+            "Started REST server on port %d (%s)%s",
+            settings.rest_port,
+            ",".join(settings.rest_bind_address),
+            _tls_text(settings),
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

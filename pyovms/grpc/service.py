@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from ..cli import TlsSettings
 from ..core import Server
 from ..errors import ServingError, Status
 from . import converters
@@ -195,6 +196,7 @@ async def start_grpc_server(
     max_message_size: int,
     channel_arguments: list[tuple[str, Any]],
     share_port: bool = False,
+    tls: TlsSettings | None = None,
 ) -> grpc.aio.Server:
     """Create, bind and start the gRPC server; raise OSError when an address cannot be bound.
 
@@ -210,13 +212,28 @@ async def start_grpc_server(
     grpc_server = grpc.aio.server(options=list(options.items()))
     grpc_server.add_generic_rpc_handlers((InferenceService(server).handler(),))
     add_health_and_reflection(server, grpc_server, SERVICE_NAME)
+    credentials = _server_credentials(tls) if tls is not None else None
     for address in bind_addresses:
         host = f"[{address}]" if ":" in address and not address.startswith("[") else address
         try:
-            bound = grpc_server.add_insecure_port(f"{host}:{port}")
+            if credentials is None:
+                bound = grpc_server.add_insecure_port(f"{host}:{port}")
+            else:
+                bound = grpc_server.add_secure_port(f"{host}:{port}", credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot bind gRPC server to {host}:{port}: {exc}") from exc
         if bound == 0:
             raise OSError(f"cannot bind gRPC server to {host}:{port}")
     await grpc_server.start()
     return grpc_server
+
+
+def _server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    """TLS credentials; with a client CA, clients must present a certificate it signed (mutual TLS)."""
+    with open(tls.key, "rb") as key, open(tls.cert, "rb") as cert:
+        pair = (key.read(), cert.read())
+    client_ca = None
+    if tls.client_ca:
+        with open(tls.client_ca, "rb") as ca:
+            client_ca = ca.read()
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from .. import tensors
-from ..cli import CorsSettings
+from ..cli import CorsSettings, TlsSettings
 from ..core import Server
 from ..errors import ServingError, Status
 from ..inference import ModelMetadata, TensorSpec, VersionStatistics
@@ -291,15 +292,30 @@ class RestServer:
         await self._web_server.shutdown(grace_s)
 
 
-async def start_rest_server(api: RestApi, port: int, bind_addresses: list[str], share_port: bool = False) -> RestServer:
+def ssl_context(tls: TlsSettings) -> ssl.SSLContext:
+    """The REST server's TLS context; with a client CA, client certificates are required (mutual TLS)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+    if tls.client_ca:
+        context.load_verify_locations(tls.client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+async def start_rest_server(
+    api: RestApi, port: int, bind_addresses: list[str], share_port: bool = False, tls: TlsSettings | None = None
+) -> RestServer:
     """Bind every address on `port` and serve `api`; raise OSError when an address cannot be bound."""
     web_server = web.Server(api.handle, access_log=None)
     loop = asyncio.get_running_loop()
+    context = ssl_context(tls) if tls is not None else None
     listeners = []
     try:
         for address in bind_addresses:
             listeners.append(
-                await loop.create_server(web_server, address.strip("[]"), port, reuse_port=share_port or None)
+                await loop.create_server(
+                    web_server, address.strip("[]"), port, reuse_port=share_port or None, ssl=context
+                )
             )
     except OSError:
         for listener in listeners:
