@@ -100,6 +100,7 @@ def test_versions_switch_under_load_with_no_failed_request(tmp_path):
         server.stop()
     assert not failures, failures[:3]
     assert {1.0, 2.0} <= set(answers)
+    print(f"reload under load: {len(answers) + len(failures)} requests, {len(failures)} failed")
     assert 'STATUS CHANGE: Version 2 of model m status change. New status: ( "state": "AVAILABLE"' in log
     assert 'STATUS CHANGE: Version 2 of model m status change. New status: ( "state": "END"' in log
 
@@ -146,10 +147,16 @@ def test_rest_reload_applies_versions_and_answers_201_then_200(manual):
 
 def test_config_changes_add_and_retire_models(manual):
     server, root, config = manual
-    _write(root, {**config, "model_config_list": [*config["model_config_list"],
-                                                   {"config": {"name": "other", "base_path": "other"}}]})  # fmt: skip
+    added = [
+        {"config": {"name": "ghost", "base_path": "does/not/exist"}},
+        {"config": {"name": "other", "base_path": "other"}},
+    ]
+    _write(root, {**config, "model_config_list": [*config["model_config_list"], *added]})
     assert _rest(server, "POST", "/v1/config/reload")[0] == 201
-    assert _value(_infer(server.stub, "other")) == 5.0
+    assert _value(_infer(server.stub, "other")) == 5.0  # the invalid entry (ghost) is skipped, the rest applied
+    with pytest.raises(grpc.RpcError) as info:
+        _infer(server.stub, "ghost")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
     _write(root, config)
     assert _rest(server, "POST", "/v1/config/reload")[0] == 201
     with pytest.raises(grpc.RpcError) as info:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import time
 from pathlib import Path
 
 import grpc
@@ -504,3 +505,17 @@ def test_single_model_batch_size_and_layout(single_layout_server):
     error = _rpc_error(stub.ModelInfer, _request("img", {"x": _signed_image((1, 4, 5, 3))}))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == "Invalid input batch size - Expected: 2; Actual: 1; input name: x"
+
+
+def test_failed_requests_are_logged_at_debug_and_never_with_a_traceback(server, stub):
+    request = service_pb2.ModelInferRequest(model_name="dummy")
+    request.inputs.add(name="b", datatype="FP32", shape=[1, 11])
+    request.raw_input_contents.append(np.zeros(11, dtype=np.float32).tobytes())
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request, timeout=10)
+    assert "Traceback" not in info.value.details()
+    expected = "[pyovms.grpc][DEBUG] ModelInfer: Invalid input shape - Expected: (1,10); Actual: (1,11); input name: b"
+    deadline = time.monotonic() + 5
+    while expected not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert expected in server.log()

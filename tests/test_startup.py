@@ -137,3 +137,22 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(tmp_path
         assert f"Shutting down: not ready; requests in flight have {float(grace):.1f} s to finish" in log
     finally:
         process.stop()
+
+
+def test_log_path_and_log_level(tmp_path):
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    log_file = tmp_path / "pyovms.log"
+    process = ServerProcess(
+        ["--model_name", "dummy", "--model_path", str(tmp_path / "dummy"), "--log_path", str(log_file),
+         "--log_level", "INFO"], tmp_path / "console",
+    )  # fmt: skip
+    try:
+        with pytest.raises(grpc.RpcError):
+            process.stub.ModelInfer(service_pb2.ModelInferRequest(model_name="nope"), timeout=10)
+    finally:
+        process.stop()
+    written = log_file.read_text()
+    assert 'STATUS CHANGE: Version 1 of model dummy status change. New status: ( "state": "AVAILABLE"' in written
+    assert "Server ready" in written
+    assert "[DEBUG]" not in written  # below the INFO level: the failed request's line is not written
+    assert "Server ready" not in process.log_path.read_text()  # the console gets nothing
