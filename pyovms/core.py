@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from . import __version__
 from .errors import ServingError, Status
@@ -26,6 +27,8 @@ from .repository import Repository, VersionState, check_available
 from .validation import check_requested_outputs, prepare_inputs
 
 log = logging.getLogger("pyovms.core")
+
+T = TypeVar("T")
 
 SERVER_NAME = "pyovms"
 EXTENSIONS = ("model_configuration", "statistics")
@@ -135,6 +138,17 @@ class Server:
         """Count one front-end request (`started`: its `time.perf_counter()`) when metrics are enabled."""
         if self.metrics is not None:
             self.metrics.record(interface, method, name, version, ok, time.perf_counter() - started)
+
+    async def observed(self, interface: str, method: str, name: str, version: str, call: Awaitable[T]) -> T:
+        """Await a front end's `call` to this server, counting its outcome in the metrics."""
+        started = time.perf_counter()
+        try:
+            result = await call
+        except ServingError:
+            self.record(interface, method, name, version, False, started)
+            raise
+        self.record(interface, method, name, version, True, started)
+        return result
 
     async def reload(self) -> bool:
         """Apply the configuration again now (`POST /v1/config/reload`); True when anything changed."""

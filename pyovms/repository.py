@@ -140,14 +140,20 @@ class Repository:
             model = Model(config.name, config)
             self.models[config.name] = model
         await asyncio.gather(*(self._load_model(self.models[c.name]) for c in configs))
+        self._load_libraries(libraries)
+        for pipeline in pipelines:
+            self._load_pipeline(pipeline)
+        self._pipeline_configs = list(pipelines)
+
+    def _load_libraries(self, libraries: Sequence[LibraryConfig]) -> None:
+        """Import the custom node libraries not imported yet; one that fails is logged and left out."""
         for library in libraries:
+            if library.name in self.libraries:
+                continue
             try:
                 self.libraries[library.name] = Library.load(library)
             except ServingError as exc:
                 log.error("Custom node library %s not loaded: %s", library.name, exc.message)
-        for pipeline in pipelines:
-            self._load_pipeline(pipeline)
-        self._pipeline_configs = list(pipelines)
 
     def _load_pipeline(self, config: PipelineConfig) -> None:
         if config.name in self.models:
@@ -245,12 +251,7 @@ class Repository:
             else:
                 updates.append(self._load_model(model))
         changed = any(await asyncio.gather(*updates)) or changed
-        for library in libraries:
-            if library.name not in self.libraries:
-                try:
-                    self.libraries[library.name] = Library.load(library)
-                except ServingError as exc:
-                    log.error("Custom node library %s not loaded: %s", library.name, exc.message)
+        self._load_libraries(libraries)
         if changed or list(pipelines) != self._pipeline_configs:
             changed = self._reload_pipelines(pipelines) or changed
         return changed

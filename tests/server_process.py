@@ -93,3 +93,13 @@ def serve_config(root: Path, config: dict, *args: str) -> ServerProcess:
     """Write `config` as root/config.json and start pyovms on it (log in root/log), ready."""
     (root / "config.json").write_text(json.dumps(config))
     return ServerProcess(["--config_path", str(root / "config.json"), *args], root / "log")
+
+
+def wait_for(predicate, timeout: float = 60) -> None:
+    """Poll `predicate` every 0.1 s until it is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")

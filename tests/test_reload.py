@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -17,7 +16,7 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from . import models
-from .server_process import ServerProcess, serve_config
+from .server_process import ServerProcess, serve_config, wait_for
 
 X = np.zeros((1, 10), dtype=np.float32)
 
@@ -38,15 +37,6 @@ def _infer(stub, name: str, version: str = "") -> service_pb2.ModelInferResponse
 
 def _value(response: service_pb2.ModelInferResponse) -> float:
     return float(np.frombuffer(response.raw_output_contents[0], dtype=np.float32)[0])
-
-
-def _wait_for(predicate, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("not reached in time")
 
 
 def _rest(server: ServerProcess, method: str, path: str) -> tuple[int, dict]:
@@ -86,13 +76,13 @@ def test_versions_switch_under_load_with_no_failed_request(tmp_path):
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        _wait_for(lambda: len(answers) > 20)
+        wait_for(lambda: len(answers) > 20)
         _add_version(base, 2, 2.0)  # the new highest version becomes the default
-        _wait_for(lambda: answers and answers[-1] == 2.0)
+        wait_for(lambda: answers and answers[-1] == 2.0)
         shutil.rmtree(base / "2")  # and when it goes, version 1 serves again
-        _wait_for(lambda: answers[-1] == 1.0)
+        wait_for(lambda: answers[-1] == 1.0)
         count = len(answers)
-        _wait_for(lambda: len(answers) > count + 20)
+        wait_for(lambda: len(answers) > count + 20)
     finally:
         stop.set()
         worker.join(30)

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import socket
-import time
 
 import grpc
 import numpy as np
@@ -14,18 +13,9 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import models
-from .server_process import ServerProcess, run_cli
+from .server_process import ServerProcess, run_cli, wait_for
 
 pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="--grpc_workers 2 needs two cores")
-
-
-def _wait_for(predicate, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def _worker_pids(log: str) -> list[int]:
@@ -50,7 +40,7 @@ def two_workers(tmp_path):
         tmp_path / "log",
         wait_ready=False,
     )
-    _wait_for(lambda: process.log().count("Server ready") == 2 or process.process.poll() is not None)
+    wait_for(lambda: process.log().count("Server ready") == 2 or process.process.poll() is not None)
     yield process
     process.stop()
 
@@ -80,7 +70,7 @@ def test_a_dead_worker_stops_the_others(two_workers):
     first, second = _worker_pids(two_workers.log())
     os.kill(first, signal.SIGKILL)
     assert two_workers.process.wait(30) != 0
-    _wait_for(lambda: not _alive(second), timeout=30)
+    wait_for(lambda: not _alive(second), timeout=30)
     assert f"gRPC worker {first} exited with status -9; stopping the others" in two_workers.log()
 
 
@@ -104,7 +94,7 @@ def test_demo_repository_is_built_once_for_all_workers(tmp_path):
         ["--demo", "--grpc_workers", "2"], tmp_path / "log", wait_ready=False, env={"XDG_CACHE_HOME": str(tmp_path)}
     )
     try:
-        _wait_for(lambda: process.log().count("Server ready") == 2 or process.process.poll() is not None)
+        wait_for(lambda: process.log().count("Server ready") == 2 or process.process.poll() is not None)
         log = process.log()
         assert log.count("Demo repository built in") == 1, log
         assert log.count("Server ready: initial load of 2 model(s) finished") == 2, log

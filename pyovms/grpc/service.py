@@ -93,13 +93,10 @@ class InferenceService:
     async def model_ready(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         async def call() -> Message:
             request = _parse(pb.ModelReadyRequest, data)
-            started = time.perf_counter()
-            try:
-                ready = await self.server.model_ready(request.name, request.version)
-            except ServingError:
-                self.server.record(INTERFACE, "ModelReady", request.name, request.version, False, started)
-                raise
-            self.server.record(INTERFACE, "ModelReady", request.name, request.version, True, started)
+            ready = await self.server.observed(
+                INTERFACE, "ModelReady", request.name, request.version,
+                self.server.model_ready(request.name, request.version),
+            )  # fmt: skip
             return pb.ModelReadyResponse(ready=ready)
 
         return await _answer(context, "ModelReady", call)
@@ -107,13 +104,10 @@ class InferenceService:
     async def model_metadata(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         async def call() -> Message:
             request = _parse(pb.ModelMetadataRequest, data)
-            started = time.perf_counter()
-            try:
-                metadata = await self.server.model_metadata(request.name, request.version)
-            except ServingError:
-                self.server.record(INTERFACE, "ModelMetadata", request.name, request.version, False, started)
-                raise
-            self.server.record(INTERFACE, "ModelMetadata", request.name, request.version, True, started)
+            metadata = await self.server.observed(
+                INTERFACE, "ModelMetadata", request.name, request.version,
+                self.server.model_metadata(request.name, request.version),
+            )  # fmt: skip
             return converters.model_metadata_to_pb(metadata)
 
         return await _answer(context, "ModelMetadata", call)

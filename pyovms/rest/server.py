@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -36,6 +35,7 @@ INTERFACE = "REST"
 """The `interface` label of this front end's metrics."""
 _INT64_MAX = (1 << 63) - 1
 
+T = TypeVar("T")
 Handler = Callable[[web.BaseRequest, routes.Match], Awaitable[web.Response]]
 
 
@@ -167,16 +167,8 @@ class RestApi:
         metadata = self.server.metadata()
         return _json({"name": metadata.name, "version": metadata.version, "extensions": metadata.extensions})
 
-    async def _observed(self, method: str, found: routes.Match, call: Awaitable[Any]) -> Any:
-        """Await `call`, counting it in the metrics under `method`."""
-        started = time.perf_counter()
-        try:
-            result = await call
-        except ServingError:
-            self.server.record(INTERFACE, method, found.name, found.version, False, started)
-            raise
-        self.server.record(INTERFACE, method, found.name, found.version, True, started)
-        return result
+    async def _observed(self, method: str, found: routes.Match, call: Awaitable[T]) -> T:
+        return await self.server.observed(INTERFACE, method, found.name, found.version, call)
 
     async def model_metadata(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
         metadata: ModelMetadata = await self._observed(
