@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ModelConfig, load_config
+from .config import ModelConfig, ServingConfig, load_config
 from .custom_node import LibraryConfig
 from .errors import ServingError, Status
 from .pipeline import PipelineConfig
@@ -27,7 +27,11 @@ Configs = tuple[list[ModelConfig], list[PipelineConfig], list[LibraryConfig]]
 
 def parse_sections(config_path: str) -> Configs:
     """Models, pipelines and custom node libraries of a config.json (raise ServingError when it is invalid)."""
-    config = load_config(config_path)
+    return sections_of(load_config(config_path), config_path)
+
+
+def sections_of(config: ServingConfig, config_path: str) -> Configs:
+    """The served sections of a loaded config.json (library paths are relative to its directory)."""
     pipelines = [PipelineConfig.from_json(entry) for entry in config.extra.get("pipeline_config_list", [])]
     config_dir = Path(config_path).resolve().parent
     libraries = [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .cli import Settings
 from .config import load_config
-from .config_watcher import Configs, ConfigWatcher, parse_sections
+from .config_watcher import Configs, ConfigWatcher, sections_of
 from .core import Server
 from .errors import ServingError, Status
 from .grpc.service import start_grpc_server
@@ -41,36 +41,36 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("pyovms").setLevel(level)
 
 
-def _configs(settings: Settings) -> Configs:
-    """The models, pipelines and custom node libraries to serve (config.json, single-model flags or the demo)."""
+SERVED_SECTIONS = ("model_config_list", "pipeline_config_list", "custom_node_library_config_list", "monitoring")
+
+
+def _configs(settings: Settings) -> tuple[Configs, dict]:
+    """The models, pipelines and custom node libraries to serve (config.json, single-model flags or the demo), and
+    config.json's `monitoring.metrics` section."""
     if settings.demo:
         from .demo import build_demo_repository, default_demo_dir
 
         if is_worker():  # the supervisor built it
-            return load_config(default_demo_dir() / "config.json").models, [], []
+            return (load_config(default_demo_dir() / "config.json").models, [], []), {}
         config_path = build_demo_repository()
         log.info("Demo repository built in %s", config_path.parent)
-        return load_config(config_path).models, [], []
+        return (load_config(config_path).models, [], []), {}
     if settings.config_path:
-        sections = parse_sections(settings.config_path)
-        served = ("model_config_list", "pipeline_config_list", "custom_node_library_config_list", "monitoring")
-        for section in load_config(settings.config_path).extra:
-            if section not in served:
+        config = load_config(settings.config_path)
+        for section in config.extra:
+            if section not in SERVED_SECTIONS:
                 log.warning("config section %s is accepted but not served yet", section)
-        return sections
+        return sections_of(config, settings.config_path), config.extra.get("monitoring", {}).get("metrics", {})
     assert settings.model is not None
-    return [settings.model], [], []
+    return ([settings.model], [], []), {}
 
 
-def _metrics(settings: Settings, repository: Repository) -> Metrics | None:
+def _metrics(settings: Settings, monitoring: dict, repository: Repository) -> Metrics | None:
     """The metrics the flags or config.json's `monitoring` section enable (raise ServingError for a bad list)."""
-    enable, names = settings.metrics_enable, settings.metrics_list
-    if settings.config_path:
-        monitoring = load_config(settings.config_path).extra.get("monitoring", {}).get("metrics", {})
-        enable = enable or bool(monitoring.get("enable"))
-        names = names or ",".join(monitoring.get("metrics_list", []))
-        if names and not enable:
-            raise ServingError(Status.INVALID_METRICS_LIST, "metrics_list is set but metrics are not enabled")
+    enable = settings.metrics_enable or bool(monitoring.get("enable"))
+    names = settings.metrics_list or ",".join(monitoring.get("metrics_list", []))
+    if names and not enable:
+        raise ServingError(Status.INVALID_METRICS_LIST, "metrics_list is set but metrics are not enabled")
     if not enable:
         return None
     if not settings.rest_port:
@@ -78,10 +78,9 @@ def _metrics(settings: Settings, repository: Repository) -> Metrics | None:
     return Metrics(repository, parse_metrics_list(names))
 
 
-def _tls_text(settings: Settings) -> str:
-    if settings.tls is None:
-        return ""
-    return " with mutual TLS" if settings.tls.client_ca else " with TLS"
+def _log_started(kind: str, port: int, addresses: list[str], settings: Settings) -> None:
+    tls = "" if settings.tls is None else " with mutual TLS" if settings.tls.client_ca else " with TLS"
+    log.info("Started %s server on port %d (%s)%s", kind, port, ",".join(addresses), tls)
 
 
 def _warn_not_served(settings: Settings) -> None:
@@ -94,7 +93,7 @@ def _warn_not_served(settings: Settings) -> None:
 async def serve(settings: Settings) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit status."""
     try:
-        configs = _configs(settings)
+        configs, monitoring = _configs(settings)
     except ServingError as exc:
         log.error("Couldn't start model manager: %s", exc.message)
         return 1
@@ -106,7 +105,7 @@ async def serve(settings: Settings) -> int:
         log.info("Model cache is enabled: %s", settings.cache_dir)
     server = Server(repository, settings.max_image_decoded_bytes)
     try:
-        server.metrics = _metrics(settings, repository)
+        server.metrics = _metrics(settings, monitoring, repository)
     except ServingError as exc:
         log.error("Couldn't start model manager: %s", exc.message)
         return 1
@@ -127,12 +126,7 @@ async def serve(settings: Settings) -> int:
         except OSError as exc:
             log.error("Failed to start gRPC server: %s", exc)
             return 1
-        log.info(
-            "Started gRPC server on port %d (%s)%s",
-            settings.port,
-            ",".join(settings.grpc_bind_address),
-            _tls_text(settings),
-        )
+        _log_started("gRPC", settings.port, settings.grpc_bind_address, settings)
     rest_server = None
     if settings.rest_port:
         api = RestApi(server, settings.cors, settings.rest_max_body_size)
@@ -149,12 +143,7 @@ async def serve(settings: Settings) -> int:
             if grpc_server is not None:
                 await grpc_server.stop(0)
             return 1
-        log.info(
-            "Started REST server on port %d (%s)%s",
-            settings.rest_port,
-            ",".join(settings.rest_bind_address),
-            _tls_text(settings),
-        )
+        _log_started("REST", settings.rest_port, settings.rest_bind_address, settings)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
