@@ -110,7 +110,7 @@ class Server:
             id=request.id,
             outputs=outputs,
         )
-        servable.statistics.record_success(started, inputs_ready, inferred)
+        statistics.record_success(started, inputs_ready, inferred)
         return response
 
     async def model_statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:

@@ -93,12 +93,13 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text format (0.0.4) of every enabled metric."""
         lines: list[str] = []
+        versions = list(self._versions())
         for metric in (*DEFAULT, *OPTIONAL):
             if metric in self.enabled:
                 kind, text = HELP[metric]
                 lines.append(f"# HELP {metric} {text}")
                 lines.append(f"# TYPE {metric} {kind}")
-                lines.extend(self._samples(metric))
+                lines.extend(self._samples(metric, versions))
         return ("\n".join(lines) + "\n").encode()
 
     def _versions(self) -> Iterator[tuple[str, str, object]]:
@@ -108,8 +109,7 @@ class Metrics:
                 if entry.state.name == "AVAILABLE" and entry.servable is not None:
                     yield model.name, str(version), entry.servable
 
-    def _samples(self, metric: str) -> Iterator[str]:
-        versions = list(self._versions())
+    def _samples(self, metric: str, versions: list[tuple[str, str, object]]) -> Iterator[str]:
         if metric in ("ovms_requests_success", "ovms_requests_fail"):
             outcomes = dict(self._outcomes)
             for name, version, _ in versions:

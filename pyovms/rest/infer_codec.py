@@ -50,7 +50,7 @@ class OutputChoice:
         return self.binary.get(name, self.binary_by_default)
 
 
-def json_depth(text: bytes) -> int:
+def json_depth(text: bytes | memoryview) -> int:
     """Deepest nesting of arrays and objects in a JSON text, strings skipped; runs in C (regex, translate, numpy)."""
     brackets = _STRING.sub(b"", text).translate(None, _NOT_BRACKETS)
     if not brackets:
@@ -64,7 +64,7 @@ def parse_json(text: bytes | memoryview) -> Any:
         document = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise ServingError(Status.JSON_INVALID, f"Error: {exc.msg}. Offset: {exc.pos}") from None
-    if isinstance(document, (dict, list)) and json_depth(bytes(text)) > MAX_JSON_DEPTH:
+    if isinstance(document, (dict, list)) and json_depth(text) > MAX_JSON_DEPTH:
         raise ServingError(Status.JSON_NESTING_DEPTH_EXCEEDED, f"limit: {MAX_JSON_DEPTH}")
     return document
 
