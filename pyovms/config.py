@@ -253,6 +253,58 @@ class ModelConfig:
         )
 
 
+GRAPH_FILE = "graph.pbtxt"
+SUBCONFIG_FILE = "subconfig.json"
+
+
+@dataclass(frozen=True, slots=True)
+class GraphEntry:
+    """A graph servable (spec §6.1): its `graph.pbtxt` and the optional `subconfig.json` of the models it uses."""
+
+    name: str
+    base_path: str
+    graph_path: str
+    subconfig: str | None = None
+    """An existing subconfig.json, or None."""
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any], config_dir: Path) -> GraphEntry:
+        """From a `mediapipe_config_list` item, or a `model_config_list` config that names or holds a graph."""
+        base = _resolve(entry.get("base_path") or entry["name"], config_dir)
+        graph = _resolve(entry.get("graph_path") or GRAPH_FILE, base)
+        subconfig = _resolve(entry.get("subconfig") or SUBCONFIG_FILE, base)
+        return cls(entry["name"], str(base), str(graph), str(subconfig) if subconfig.is_file() else None)
+
+    @staticmethod
+    def is_graph(entry: dict[str, Any], config_dir: Path) -> bool:
+        """Whether a `model_config_list` config is a graph: it sets `graph_path` or its directory holds one."""
+        if entry.get("graph_path") or entry.get("subconfig"):
+            return True
+        base_path = entry.get("base_path", "")
+        return bool(base_path) and "://" not in base_path and (_resolve(base_path, config_dir) / GRAPH_FILE).is_file()
+
+
+def _resolve(path: str, directory: Path) -> Path:
+    return (directory / os.path.expanduser(path)).resolve()
+
+
+def load_subconfig(graph: GraphEntry) -> list[ModelConfig]:
+    """The models of a graph's subconfig.json (paths relative to the graph's directory); none when absent."""
+    if graph.subconfig is None:
+        return []
+    path = Path(graph.subconfig)
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise ServingError(Status.FILE_INVALID, f"{path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ServingError(Status.JSON_INVALID, f"{path}: {exc}") from exc
+    if not isinstance(document, dict) or set(document) != {"model_config_list"}:
+        raise ServingError(Status.JSON_INVALID, f"{path}: a subconfig holds model_config_list only")
+    validate_document(document)
+    return [ModelConfig.from_json(item["config"], Path(graph.base_path)) for item in document["model_config_list"]]
+
+
 @dataclass(slots=True)
 class ServingConfig:
     """The parsed content of config.json."""
@@ -260,6 +312,8 @@ class ServingConfig:
     models: list[ModelConfig]
     extra: dict[str, Any] = field(default_factory=dict)
     """Top-level sections other than model_config_list, for the features that serve them."""
+    graphs: list[GraphEntry] = field(default_factory=list)
+    """Graphs from `mediapipe_config_list` and from `model_config_list` entries that are graphs."""
 
 
 def load_config(path: str | os.PathLike[str]) -> ServingConfig:
@@ -275,13 +329,16 @@ def load_config(path: str | os.PathLike[str]) -> ServingConfig:
         raise ServingError(Status.JSON_INVALID, f"{path}: {exc}") from exc
     validate_document(document)
     config_dir = path.resolve().parent
-    models = [ModelConfig.from_json(item["config"], config_dir) for item in document["model_config_list"]]
+    entries = [item["config"] for item in document["model_config_list"]]
+    models = [ModelConfig.from_json(e, config_dir) for e in entries if not GraphEntry.is_graph(e, config_dir)]
+    graphs = [GraphEntry.from_json(e, config_dir) for e in entries if GraphEntry.is_graph(e, config_dir)]
+    graphs += [GraphEntry.from_json(e, config_dir) for e in document.get("mediapipe_config_list", [])]
     names = [m.name for m in models]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ServingError(Status.JSON_INVALID, f"duplicate model names: {', '.join(duplicates)}")
-    extra = {k: v for k, v in document.items() if k != "model_config_list"}
-    return ServingConfig(models, extra)
+    extra = {k: v for k, v in document.items() if k not in ("model_config_list", "mediapipe_config_list")}
+    return ServingConfig(models, extra, graphs)
 
 
 def validate_document(document: Any) -> None:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ModelConfig, ServingConfig, load_config
+from .config import GraphEntry, ModelConfig, ServingConfig, load_config, load_subconfig
 from .custom_node import LibraryConfig
 from .errors import ServingError, Status
 from .pipeline import PipelineConfig
@@ -22,11 +22,12 @@ from .repository import Repository
 
 log = logging.getLogger("pyovms.config_watcher")
 
-Configs = tuple[list[ModelConfig], list[PipelineConfig], list[LibraryConfig]]
+Configs = tuple[list[ModelConfig], list[PipelineConfig], list[LibraryConfig], list[GraphEntry]]
 
 
 def parse_sections(config_path: str) -> Configs:
-    """Models, pipelines and custom node libraries of a config.json (raise ServingError when it is invalid)."""
+    """Models, pipelines, custom node libraries and graphs of a config.json (raise ServingError when it is
+    invalid)."""
     return sections_of(load_config(config_path), config_path)
 
 
@@ -37,7 +38,25 @@ def sections_of(config: ServingConfig, config_path: str) -> Configs:
     libraries = [
         LibraryConfig.from_json(entry, config_dir) for entry in config.extra.get("custom_node_library_config_list", [])
     ]
-    return config.models, pipelines, libraries
+    return with_subconfig_models(config.models, config.graphs), pipelines, libraries, config.graphs
+
+
+def with_subconfig_models(models: list[ModelConfig], graphs: list[GraphEntry]) -> list[ModelConfig]:
+    """`models` plus those of the graphs' subconfig.json files (a name config.json already has keeps its entry);
+    a subconfig that cannot be read is logged and left out."""
+    result = list(models)
+    names = {model.name for model in models}
+    for graph in graphs:
+        try:
+            extra = load_subconfig(graph)
+        except ServingError as exc:
+            log.error("Graph %s: subconfig not loaded: %s", graph.name, exc.message)
+            continue
+        for model in extra:
+            if model.name not in names:
+                names.add(model.name)
+                result.append(model)
+    return result
 
 
 class ConfigWatcher:

@@ -94,22 +94,21 @@ class Server:
         statistics = servable.statistics
         statistics.in_flight += 1
         try:
-            check_requested_outputs(servable.outputs, request.outputs)
-            inputs = await decode_pending(prepare_inputs(servable.inputs, request), self.max_image_decoded_bytes)
-            inputs_ready = time.perf_counter_ns()
-            outputs = await servable.infer(inputs, request.outputs)
+            if entry.kind == "graph":  # a graph reads the request itself (its inputs depend on stream tags)
+                response = await servable.infer_request(request)  # type: ignore[attr-defined]
+                inputs_ready = inferred = time.perf_counter_ns()
+            else:
+                check_requested_outputs(servable.outputs, request.outputs)
+                inputs = await decode_pending(prepare_inputs(servable.inputs, request), self.max_image_decoded_bytes)
+                inputs_ready = time.perf_counter_ns()
+                outputs = await servable.infer(inputs, request.outputs)
+                inferred = time.perf_counter_ns()
+                response = InferResponse(request.model_name, str(entry.version), request.id, outputs)
         except ServingError:
             statistics.record_failure(started)
             raise
         finally:
             statistics.in_flight -= 1
-        inferred = time.perf_counter_ns()
-        response = InferResponse(
-            model_name=request.model_name,
-            model_version=str(entry.version),
-            id=request.id,
-            outputs=outputs,
-        )
         statistics.record_success(started, inputs_ready, inferred)
         return response
 
@@ -166,15 +165,33 @@ class Server:
             for model in self.repository.servables()
         }
 
-    async def infer_stream(self, requests: AsyncIterator[InferRequest]) -> AsyncIterator[InferResponse | ServingError]:
-        """Streaming inference, served by graphs; for any other servable each request gets an error."""
-        async for request in requests:
-            try:
-                self.repository.get_model(request.model_name)
-            except ServingError as exc:
-                yield exc
-                continue
-            yield ServingError(
-                Status.NOT_IMPLEMENTED,
-                f"streaming is served for graphs only; {request.model_name} is a model, use ModelInfer",
+    async def infer_stream(
+        self, requests: AsyncIterator[InferRequest | ServingError]
+    ) -> AsyncIterator[InferResponse | ServingError]:
+        """Streaming inference on the graph the first request names (spec §6.3).
+
+        `requests` may hold a `ServingError` for a message that did not parse. Yields responses, and `ServingError`s
+        for requests answered in-stream; raises `ServingError` when the whole
+        stream fails (the first request names no available graph, or the graph fails)."""
+        first = await anext(aiter(requests), None)
+        if first is None:
+            return
+        if isinstance(first, ServingError):  # the first message did not parse
+            raise first
+        model = self.repository.lookup(first.model_name)
+        if model is None or model.kind != "graph":
+            what = "no servable" if model is None else f"a {model.kind}"
+            raise ServingError(
+                Status.MEDIAPIPE_DEFINITION_NAME_MISSING,
+                f"name: {first.model_name} is {what}; ModelStreamInfer serves graphs only",
             )
+        entry = self.repository.find_version(first.model_name, first.model_version, zero_is_default=True)
+        check_available(entry)
+        graph = entry.servable
+        assert graph is not None
+        graph.statistics.in_flight += 1
+        try:
+            async for item in graph.stream(first, requests):  # type: ignore[attr-defined]
+                yield item
+        finally:
+            graph.statistics.in_flight -= 1

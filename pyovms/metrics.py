@@ -80,10 +80,10 @@ class Metrics:
             self._request_time[interface, name, version].add(int(seconds * 1e9))
 
     def _version_label(self, name: str, version_text: str) -> str | None:
-        model = self.repository.models.get(name) or self.repository.pipelines.get(name)
+        model = self.repository.lookup(name)
         if model is None:
             return None
-        if model.kind == "pipeline":
+        if model.kind != "model":
             return "1"
         if version_text not in ("", "0"):
             return version_text

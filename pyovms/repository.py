@@ -5,7 +5,8 @@ failed to load stays LOADING with error code UNKNOWN. Only AVAILABLE versions se
 is the highest AVAILABLE one. Loading runs in worker threads so the event loop keeps answering.
 
 Pipelines are looked up after models (spec §2.2) and have one version, 1, whatever version a request names (it
-must still parse); one whose definition is invalid stays LOADING with error code FAILED_PRECONDITION.
+must still parse); one whose definition is invalid stays LOADING with error code FAILED_PRECONDITION. Graphs
+(graph.pbtxt) come last, with the same single version and the same treatment of a definition that fails to load.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import openvino as ov
 
-from .config import ModelConfig
+from .config import GraphEntry, ModelConfig
 from .custom_node import Library, LibraryConfig
 from .errors import ServingError, Status
 from .openvino_model import OpenVinoModel
@@ -57,7 +58,7 @@ class ModelVersion:
     failure: str = ""
     servable: Servable | None = None
     kind: str = "model"
-    """"model" or "pipeline": which OVMS messages its lookups answer with."""
+    """"model", "pipeline" or "graph": which OVMS messages its lookups answer with."""
 
     def set_state(self, state: VersionState, error_code: str = "OK") -> None:
         self.state, self.error_code = state, error_code
@@ -80,7 +81,7 @@ class Model:
 
     name: str
     config: ModelConfig | None
-    """None for a pipeline."""
+    """None for a pipeline or a graph."""
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     kind: str = "model"
 
@@ -124,6 +125,9 @@ class Repository:
         """Models whose inferences average less than this run inline on the event loop (0: never)."""
         self.models: dict[str, Model] = {}
         self.pipelines: dict[str, Model] = {}
+        self.graphs: dict[str, Model] = {}
+        self._graph_sources: dict[str, tuple[GraphEntry, str]] = {}
+        """The entry and graph.pbtxt text each loaded graph was built from (a reload rebuilds it when they change)."""
         self.libraries: dict[str, Library] = {}
         """Custom node libraries that imported; pipelines naming another one are invalid."""
         self._pipeline_configs: list[PipelineConfig] = []
@@ -133,9 +137,10 @@ class Repository:
         configs: list[ModelConfig],
         pipelines: Sequence[PipelineConfig] = (),
         libraries: Sequence[LibraryConfig] = (),
+        graphs: Sequence[GraphEntry] = (),
     ) -> None:
-        """Load every configured model and custom node library, then build the pipelines over them; a model,
-        library or pipeline that fails leaves the others serving."""
+        """Load every configured model and custom node library, then build the pipelines and graphs over them; a
+        model, library, pipeline or graph that fails leaves the others serving."""
         for config in configs:
             model = Model(config.name, config)
             self.models[config.name] = model
@@ -144,6 +149,7 @@ class Repository:
         for pipeline in pipelines:
             self._load_pipeline(pipeline)
         self._pipeline_configs = list(pipelines)
+        await self._reload_graphs(graphs)
 
     def _load_libraries(self, libraries: Sequence[LibraryConfig]) -> None:
         """Import the custom node libraries not imported yet; one that fails is logged and left out."""
@@ -175,9 +181,63 @@ class Repository:
         entry.set_state(VersionState.AVAILABLE)
         log.info("Loaded pipeline %s", config.name)
 
+    async def _reload_graphs(self, entries: Sequence[GraphEntry]) -> bool:
+        """Load new graphs, rebuild those whose entry or graph.pbtxt changed, retire the ones no longer configured;
+        True when anything changed. A rebuilt graph keeps serving until its replacement has loaded."""
+        changed = False
+        wanted = {entry.name: entry for entry in entries}
+        for name, model in list(self.graphs.items()):
+            if name not in wanted and model.versions[1].state != VersionState.END:
+                self._retire_graph(model)
+                changed = True
+        for entry in entries:
+            if entry.name in self.models or entry.name in self.pipelines:
+                log.error("Graph %s is not loaded: %s", entry.name, Status.MEDIAPIPE_GRAPH_NAME_OCCUPIED.message)
+                continue
+            text = _read_text(entry.graph_path)
+            current = self.graphs.get(entry.name)
+            unchanged = self._graph_sources.get(entry.name) == (entry, text)
+            if current is not None and unchanged and current.versions[1].state != VersionState.END:
+                continue
+            changed = await self._load_graph(entry, text) or changed
+        return changed
+
+    async def _load_graph(self, entry: GraphEntry, text: str) -> bool:
+        from .graphs.graph import Graph  # graphs import the repository's helpers
+
+        version = ModelVersion(entry.name, 1, kind="graph")
+        fresh = Model(entry.name, None, {1: version}, kind="graph")
+        version.set_state(VersionState.LOADING)
+        try:
+            version.servable = await Graph.load(entry.name, Path(entry.graph_path), self)
+        except ServingError as exc:
+            version.failure = exc.message
+            version.set_state(VersionState.LOADING, "FAILED_PRECONDITION")
+            log.error("Graph %s is not available: %s", entry.name, exc.message)
+        else:
+            version.set_state(VersionState.AVAILABLE)
+            log.info("Loaded graph %s", entry.name)
+        old = self.graphs.get(entry.name)
+        self.graphs[entry.name] = fresh
+        self._graph_sources[entry.name] = (entry, text)
+        if old is not None and old.versions[1].state == VersionState.AVAILABLE:
+            self._retire_graph(old)
+        return True
+
+    def _retire_graph(self, model: Model) -> None:
+        entry = model.versions[1]
+        graph = entry.servable
+        _retire(entry)
+        if graph is not None:
+            graph.unload()  # type: ignore[attr-defined]
+
+    def lookup(self, name: str) -> Model | None:
+        """The model, pipeline or graph of that name (looked up in that order, as OVMS does)."""
+        return self.models.get(name) or self.pipelines.get(name) or self.graphs.get(name)
+
     def servables(self) -> list[Model]:
-        """Every model and pipeline, sorted by name."""
-        return sorted([*self.models.values(), *self.pipelines.values()], key=lambda m: m.name)
+        """Every model, pipeline and graph, sorted by name."""
+        return sorted([*self.models.values(), *self.pipelines.values(), *self.graphs.values()], key=lambda m: m.name)
 
     async def _load_model(self, model: Model) -> bool:
         """Bring the model's versions in line with its policy and version directories: load the versions the
@@ -231,6 +291,7 @@ class Repository:
         configs: list[ModelConfig],
         pipelines: Sequence[PipelineConfig] = (),
         libraries: Sequence[LibraryConfig] = (),
+        graphs: Sequence[GraphEntry] = (),
     ) -> bool:
         """Apply a configuration again (spec §4.4): add new models, retire removed ones, reload a model whose
         configuration changed (its old versions serve until the new ones are loaded), rescan every model's version
@@ -254,7 +315,7 @@ class Repository:
         self._load_libraries(libraries)
         if changed or list(pipelines) != self._pipeline_configs:
             changed = self._reload_pipelines(pipelines) or changed
-        return changed
+        return await self._reload_graphs(graphs) or changed
 
     async def _replace_model(self, config: ModelConfig, old: Model | None) -> bool:
         """Load a new or changed model beside the old one, then switch and retire the old versions."""
@@ -311,7 +372,10 @@ class Repository:
         return True
 
     def unload(self) -> None:
-        """Retire every version (UNLOADING -> END) and release the compiled models."""
+        """Retire every version (UNLOADING -> END) and release the compiled models and graphs."""
+        for model in list(self.graphs.values()):
+            if model.versions[1].state == VersionState.AVAILABLE:
+                self._retire_graph(model)
         for model in self.servables():
             for entry in model.versions.values():
                 if entry.state == VersionState.AVAILABLE:
@@ -320,8 +384,8 @@ class Repository:
                     _retire(entry)
 
     def get_model(self, name: str) -> Model:
-        """The model, else the pipeline, of that name."""
-        model = self.models.get(name) or self.pipelines.get(name)
+        """The model, else the pipeline, else the graph of that name."""
+        model = self.lookup(name)
         if model is None:
             raise ServingError(Status.MODEL_NAME_MISSING, f"name: {name}")
         return model
@@ -330,7 +394,7 @@ class Repository:
         """The version a request names: explicit, or the default one for an empty (or, for infer, `0`) version."""
         version = parse_version(version_text)
         model = self.get_model(name)
-        if model.kind == "pipeline":  # unversioned: the version only has to parse
+        if model.kind != "model":  # pipelines and graphs are unversioned: the version only has to parse
             return model.versions[1]
         if version == 0 and (zero_is_default or version_text == ""):
             entry = model.default_version()
@@ -353,6 +417,13 @@ class Repository:
         return entry
 
 
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
 def _retire(entry: ModelVersion) -> None:
     """UNLOADING -> END. Requests already running on it hold the servable and finish; new ones are refused."""
     entry.set_state(VersionState.UNLOADING)
@@ -362,6 +433,12 @@ def _retire(entry: ModelVersion) -> None:
 
 def check_available(entry: ModelVersion) -> None:
     """Raise the OVMS error for a version (or pipeline) that is not AVAILABLE."""
+    if entry.kind == "graph":
+        if entry.state > VersionState.AVAILABLE:
+            raise ServingError(Status.MEDIAPIPE_DEFINITION_NOT_LOADED_ANYMORE, f"name: {entry.model_name}")
+        if entry.state < VersionState.AVAILABLE:
+            raise ServingError(Status.MEDIAPIPE_DEFINITION_NOT_LOADED_YET, f"name: {entry.model_name}; {entry.failure}")
+        return
     if entry.kind == "pipeline":
         if entry.state > VersionState.AVAILABLE:
             raise ServingError(Status.PIPELINE_DEFINITION_NOT_LOADED_ANYMORE, f"name: {entry.model_name}")

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .cli import Settings
-from .config import load_config
-from .config_watcher import Configs, ConfigWatcher, sections_of
+from .config import GRAPH_FILE, GraphEntry, load_config
+from .config_watcher import Configs, ConfigWatcher, sections_of, with_subconfig_models
 from .core import Server
 from .errors import ServingError, Status
 from .grpc.service import start_grpc_server
@@ -41,7 +41,7 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("pyovms").setLevel(level)
 
 
-SERVED_SECTIONS = ("model_config_list", "pipeline_config_list", "custom_node_library_config_list", "monitoring")
+SERVED_SECTIONS = ("pipeline_config_list", "custom_node_library_config_list", "monitoring")
 
 
 def _configs(settings: Settings) -> tuple[Configs, dict]:
@@ -51,18 +51,22 @@ def _configs(settings: Settings) -> tuple[Configs, dict]:
         from .demo import build_demo_repository, default_demo_dir
 
         if is_worker():  # the supervisor built it
-            return (load_config(default_demo_dir() / "config.json").models, [], []), {}
+            return (load_config(default_demo_dir() / "config.json").models, [], [], []), {}
         config_path = build_demo_repository()
         log.info("Demo repository built in %s", config_path.parent)
-        return (load_config(config_path).models, [], []), {}
+        return (load_config(config_path).models, [], [], []), {}
     if settings.config_path:
         config = load_config(settings.config_path)
         for section in config.extra:
             if section not in SERVED_SECTIONS:
                 log.warning("config section %s is accepted but not served yet", section)
         return sections_of(config, settings.config_path), config.extra.get("monitoring", {}).get("metrics", {})
-    assert settings.model is not None
-    return ([settings.model], [], []), {}
+    model = settings.model
+    assert model is not None
+    if (Path(model.base_path) / GRAPH_FILE).is_file():  # single-graph mode
+        graph = GraphEntry.from_json({"name": model.name, "base_path": model.base_path}, Path.cwd())
+        return (with_subconfig_models([], [graph]), [], [], [graph]), {}
+    return ([model], [], [], []), {}
 
 
 def _metrics(settings: Settings, monitoring: dict, repository: Repository) -> Metrics | None:

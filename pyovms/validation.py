@@ -27,7 +27,7 @@ def prepare_inputs(specs: Mapping[str, TensorSpec], request: InferRequest) -> di
     inputs = request.inputs
     if not inputs or len(inputs) != len(specs):
         raise ServingError(Status.INVALID_NO_OF_INPUTS, f"Expected: {len(specs)}; Actual: {len(inputs)}")
-    _check_buffers(request)
+    check_buffers(request)
     by_name = {tensor.name: tensor for tensor in inputs}
     prepared: dict[str, np.ndarray | EncodedImages] = {}
     for name in sorted(specs):
@@ -48,7 +48,7 @@ def check_requested_outputs(outputs: Mapping[str, TensorSpec], requested: Sequen
             )
 
 
-def _check_buffers(request: InferRequest) -> None:
+def check_buffers(request: InferRequest) -> None:
     if not request.raw_input_count:
         return
     if request.raw_input_count != len(request.inputs):

@@ -5,17 +5,25 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATED = ROOT / "pyovms" / "grpc" / "generated"
+PACKAGE = ROOT / "pyovms"
+EXPECTED = {
+    Path("grpc", "generated"): ["grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py"],
+    Path("graphs", "generated"): ["mediapipe_graph_pb2.py", "mediapipe_graph_pb2.pyi"],
+}
 
 
 def test_generated_code_is_fresh(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_protos.py"), "--out", str(tmp_path)], check=True)
-    produced = sorted(p.name for p in tmp_path.iterdir())
-    assert produced == ["grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py"]
-    for name in produced:
-        assert (GENERATED / name).read_text() == (tmp_path / name).read_text(), (
-            f"{name} is stale: run python scripts/generate_protos.py"
-        )
+    produced: dict[Path, list[str]] = {}
+    for p in sorted(tmp_path.rglob("*")):
+        if p.is_file():
+            produced.setdefault(p.parent.relative_to(tmp_path), []).append(p.name)
+    assert produced == EXPECTED
+    for directory, names in EXPECTED.items():
+        for name in names:
+            assert (PACKAGE / directory / name).read_text() == (tmp_path / directory / name).read_text(), (
+                f"{directory / name} is stale: run python scripts/generate_protos.py"
+            )
 
 
 def test_field_numbers_match_kserve():
@@ -67,3 +75,21 @@ def test_private_descriptor_pool_coexists_with_tritonclient():
     message = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"abc"])
     parsed = service_pb2.ModelInferRequest.FromString(message.SerializeToString())
     assert parsed.model_name == "m" and parsed.raw_input_contents == [b"abc"]
+
+
+def test_graph_messages_use_a_private_pool_that_resolves_any_and_extensions():
+    """The graph schema is outside the default pool, yet its pool knows google.protobuf.Any and the extensions."""
+    from google.protobuf import descriptor_pool
+
+    from pyovms.graphs.generated import mediapipe_graph_pb2 as pb
+
+    assert pb.CalculatorGraphConfig.DESCRIPTOR.file.pool is pb.POOL
+    assert pb.POOL.FindMessageTypeByName("google.protobuf.Any").full_name == "google.protobuf.Any"
+    ext = pb.POOL.FindExtensionByName("mediapipe.PythonExecutorCalculatorOptions.ext")
+    assert ext.containing_type.full_name == "mediapipe.CalculatorOptions"
+    for name in ("mediapipe.CalculatorGraphConfig", "mediapipe.PythonExecutorCalculatorOptions"):
+        try:
+            descriptor_pool.Default().FindMessageTypeByName(name)
+        except KeyError:
+            continue
+        raise AssertionError(f"{name} is registered in protobuf's default pool")

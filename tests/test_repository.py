@@ -368,27 +368,13 @@ def test_onnx_models(stub, name):
 # ---------------------------------------------------------------------------------------------- ModelStreamInfer
 
 
-def test_stream_infer_on_model_answers_each_request_with_an_error(stub):
-    requests = [_request("dummy", {"b": _x(1, 10)}) for _ in range(3)]
-    responses = list(stub.ModelStreamInfer(iter(requests), timeout=10))
-    assert len(responses) == 3
-    for response in responses:
-        assert response.error_message != ""
-        assert not response.HasField("infer_response")
-
-
-def test_stream_infer_unknown_name(stub):
-    requests = [
-        _request("no_such_model", {"b": _x(1, 10)}),
-        _request("dummy", {"b": _x(1, 10)}),
-        _request("no_such_model", {"b": _x(1, 10)}),
-    ]
-    responses = list(stub.ModelStreamInfer(iter(requests), timeout=10))
-    assert len(responses) == 3
-    assert NAME_MISSING in responses[0].error_message
-    assert responses[1].error_message != ""
-    assert NAME_MISSING not in responses[1].error_message
-    assert NAME_MISSING in responses[2].error_message
+def test_stream_infer_on_model_ends_with_not_found(stub):
+    """Streaming serves graphs only (tests/test_streaming.py): a model or unknown name ends the call."""
+    for name in ("dummy", "no_such_model"):
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.ModelStreamInfer(iter([_request(name, {"b": _x(1, 10)})]), timeout=10))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert info.value.details().startswith("Mediapipe graph definition with requested name is not found - ")
 
 
 def test_stream_infer_empty_stream(stub):

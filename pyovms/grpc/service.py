@@ -145,22 +145,23 @@ class InferenceService:
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Message]:
-        """Each request of the stream gets one answer; errors travel in `error_message`, the stream goes on."""
+        """Graph streaming: responses and in-stream errors (`error_message`) as they come; a failure of the whole
+        stream ends the call with its status."""
 
         async def parsed() -> AsyncIterator[Any]:
             async for data in requests:
-                yield converters.infer_request_from_pb(_parse(pb.ModelInferRequest, data))
+                try:
+                    yield converters.infer_request_from_pb(_parse(pb.ModelInferRequest, data))
+                except ServingError as exc:
+                    yield exc  # answered in-stream
 
         try:
             async for item in self.server.infer_stream(parsed()):
                 yield converters.stream_item_to_pb(item)
-        except ServingError as exc:
-            yield converters.stream_item_to_pb(exc)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("ModelStreamInfer failed")
-            await context.abort(grpc.StatusCode.INTERNAL, Status.INTERNAL_ERROR.message)
+        except Exception as exc:
+            await _abort(context, "ModelStreamInfer", exc)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to register on a grpc.aio server."""

@@ -1,0 +1,1 @@
+"""Graphs: MediaPipe-style graph.pbtxt definitions served as KServe v2 models (OVMS `mediapipe_config_list`)."""
