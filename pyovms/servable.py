@@ -1,6 +1,7 @@
-"""The one interface every backend implements: model versions now, pipelines and graphs later.
+"""The one interface every backend implements: model versions, pipelines and graphs.
 
-The core, validation and front ends only use these members, so they never branch on what runs a request.
+The core, validation and front ends only use these members. One exception: a graph reads the request itself
+(`Graph.infer_request`), because what its inputs become depends on its stream tags, not on tensor specs.
 """
 
 from __future__ import annotations
