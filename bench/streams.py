@@ -5,8 +5,8 @@
 A generative Python node (`OvmsPythonModel.execute` yields `--tokens` small tensors per request, over a LOOPBACK
 back edge) serves ModelStreamInfer. Each stream sends a request, reads its `--tokens` responses, and sends the
 next one (manual timestamps), for `--seconds`. Reported: responses per second over all streams, and the time from
-a request to its first response (p50/p99; each stream's first request, which also opens it, is left out). Also reported, for scale: unary ModelInfer on a one-node Python graph
-(upper-casing a short text) at 8 requests in flight.
+a request to its first response (p50/p99; each stream's first request, which also opens it, is left out). Also
+reported, for scale: unary ModelInfer on a one-node Python graph (upper-casing a short text) at 8 in flight.
 """
 
 from __future__ import annotations

@@ -171,8 +171,8 @@ class Server:
         """Streaming inference on the graph the first request names (spec §6.3).
 
         `requests` may hold a `ServingError` for a message that did not parse. Yields responses, and `ServingError`s
-        for requests answered in-stream; raises `ServingError` when the whole
-        stream fails (the first request names no available graph, or the graph fails)."""
+        for requests answered in-stream; raises `ServingError` when the whole stream fails (the first request names
+        no available graph, or the graph fails)."""
         first = await anext(aiter(requests), None)
         if first is None:
             return

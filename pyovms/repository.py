@@ -431,19 +431,21 @@ def _retire(entry: ModelVersion) -> None:
     entry.set_state(VersionState.END)
 
 
+_DEFINITION_STATUSES = {
+    "pipeline": (Status.PIPELINE_DEFINITION_NOT_LOADED_ANYMORE, Status.PIPELINE_DEFINITION_NOT_LOADED_YET),
+    "graph": (Status.MEDIAPIPE_DEFINITION_NOT_LOADED_ANYMORE, Status.MEDIAPIPE_DEFINITION_NOT_LOADED_YET),
+}
+"""(retired, not loaded yet) statuses of the unversioned servables."""
+
+
 def check_available(entry: ModelVersion) -> None:
-    """Raise the OVMS error for a version (or pipeline) that is not AVAILABLE."""
-    if entry.kind == "graph":
+    """Raise the OVMS error for a version (or pipeline, or graph) that is not AVAILABLE."""
+    if entry.kind in _DEFINITION_STATUSES:
+        retired, not_yet = _DEFINITION_STATUSES[entry.kind]
         if entry.state > VersionState.AVAILABLE:
-            raise ServingError(Status.MEDIAPIPE_DEFINITION_NOT_LOADED_ANYMORE, f"name: {entry.model_name}")
+            raise ServingError(retired, f"name: {entry.model_name}")
         if entry.state < VersionState.AVAILABLE:
-            raise ServingError(Status.MEDIAPIPE_DEFINITION_NOT_LOADED_YET, f"name: {entry.model_name}; {entry.failure}")
-        return
-    if entry.kind == "pipeline":
-        if entry.state > VersionState.AVAILABLE:
-            raise ServingError(Status.PIPELINE_DEFINITION_NOT_LOADED_ANYMORE, f"name: {entry.model_name}")
-        if entry.state < VersionState.AVAILABLE:
-            raise ServingError(Status.PIPELINE_DEFINITION_NOT_LOADED_YET, f"name: {entry.model_name}; {entry.failure}")
+            raise ServingError(not_yet, f"name: {entry.model_name}; {entry.failure}")
         return
     where = f"name: {entry.model_name}; version: {entry.version}"
     if entry.state > VersionState.AVAILABLE:
