@@ -6,6 +6,8 @@ OpenVINO models built by the tests.
 | upper | one Python node: BYTES text in, the same text upper-cased out (OVMS's Python quickstart) |
 | double_then_dummy | Python node doubles x -> converter -> OpenVINO `dummy` (a = b + 1): y = 2x + 1 |
 | dummy_graph | session + inference calculators on `dummy`, untagged (OVTENSOR) streams, from a subconfig.json |
+| dummy_to_python | `dummy` then the converter towards Python: the output is a pyovms.Tensor named `scores` |
+| ghost_session | a session on a model that is not served (each request: precondition failed) |
 | words | generative node: yields one response per word of the text, over a LOOPBACK back edge |
 | greeting | SidePacketToStreamCalculator: sends the `greeting` request parameter at each `tick` packet |
 | moody | Python node that raises on "boom", returns a non-list on "wrong", a subset of outputs on "half" |
@@ -238,6 +240,22 @@ node {
 """
     + SESSION_AND_INFERENCE % {"input": "doubled_ov", "output": "y"},
     "dummy_graph": 'input_stream: "in"\noutput_stream: "out"\n' + SESSION_AND_INFERENCE % {"input": "in", "output": "out"},
+    "dummy_to_python": 'input_stream: "in"\noutput_stream: "OVMS_PY_TENSOR:py_out"\n'
+    + SESSION_AND_INFERENCE % {"input": "in", "output": "ov_out"}
+    + """
+node {
+  calculator: "PyTensorOvTensorConverterCalculator"
+  input_stream: "OVTENSOR:ov_out"
+  output_stream: "OVMS_PY_TENSOR:py_out"
+  node_options: {
+    [type.googleapis.com / mediapipe.PyTensorOvTensorConverterCalculatorOptions]: {
+      tag_to_output_tensor_names { key: "OVMS_PY_TENSOR" value: "scores" }
+    }
+  }
+}
+""",
+    "ghost_session": 'input_stream: "in"\noutput_stream: "out"\n'
+    + (SESSION_AND_INFERENCE % {"input": "in", "output": "out"}).replace('"dummy"', '"ghost"'),
     "words": _python_graph(
         ["OVMS_PY_TENSOR:text"], ["OVMS_PY_TENSOR:word"], ['input_stream: "INPUT:text"', 'output_stream: "OUTPUT:word"'],
         "words.py", "words_node",

@@ -86,6 +86,24 @@ def test_inference_calculator_on_ovtensor_streams(client):
     np.testing.assert_array_equal(client.infer("dummy_graph", [_fp32("in", x)]).as_numpy("out"), x + 1)
 
 
+def test_converter_towards_python_names_the_output_tensor(client):
+    x = np.full((1, 10), 2, dtype=np.float32)
+    result = client.infer("dummy_to_python", [_fp32("in", x)])
+    output = result.get_response().outputs[0]
+    assert (output.name, output.datatype, list(output.shape)) == ("scores", "FP32", [1, 10])
+    np.testing.assert_array_equal(result.as_numpy("scores"), x + 1)
+
+
+def test_session_on_a_model_not_served_fails_the_precondition(client):
+    assert client.is_model_ready("ghost_session")
+    error = _error(lambda: client.infer("ghost_session", [_fp32("in", np.ones((1, 10), np.float32))]))
+    assert error.status() == "StatusCode.FAILED_PRECONDITION"
+    assert error.message() == (
+        "Mediapipe graph precondition failed - node OpenVINOModelServerSessionCalculator: Model with requested name "
+        "is not found - name: ghost"
+    )
+
+
 def test_ovtensor_input_in_typed_contents(server):
     request = service_pb2.ModelInferRequest(model_name="dummy_graph")
     tensor = request.inputs.add(name="in", datatype="FP32", shape=[1, 10])
