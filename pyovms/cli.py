@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .config import ModelConfig
+from .scheduling import DEFAULT_MAX_QUEUED
 
 EX_USAGE = 64
 MAX_PORT = 65535
@@ -85,6 +86,8 @@ class Settings:
     demo: bool = False
     inline_threshold_us: int = 300
     """Models whose inferences average less than this many microseconds run inline on the event loop; 0: never."""
+    max_queued_requests: int = DEFAULT_MAX_QUEUED
+    """Requests that may wait for an infer request of one model version before RESOURCE_EXHAUSTED; 0: no limit."""
     shutdown_grace_s: float = 5.0
     """On SIGTERM/SIGINT, how long requests in flight may take to finish before the servers close."""
     event_loop: str = "auto"
@@ -151,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=300,
         help="run models whose inferences average less than this many microseconds inline on the event loop "
         "(saves two thread hops per request; 0 = always asynchronous)",
+    )
+    server.add_argument(
+        "--max_queued_requests",
+        type=_uint,
+        default=DEFAULT_MAX_QUEUED,
+        help="requests that may wait for an infer request of one model version; more are refused with "
+        "RESOURCE_EXHAUSTED (REST 429) instead of queueing without limit (0 = no limit)",
     )
     server.add_argument(
         "--event_loop",
@@ -379,6 +389,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         model=model,
         demo=args.demo,
         inline_threshold_us=args.inline_threshold_us,
+        max_queued_requests=args.max_queued_requests,
         event_loop=args.event_loop,
         shutdown_grace_s=max(0.0, args.shutdown_grace_seconds),
         extra={name: getattr(args, name) for name in extra_names if getattr(args, name) not in (None, False)},

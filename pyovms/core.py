@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from . import __version__
 from .errors import ServingError, Status
-from .images import DEFAULT_MAX_DECODED_BYTES, decode_pending
+from .images import DEFAULT_MAX_DECODED_BYTES
 from .inference import (
     InferRequest,
     InferResponse,
@@ -24,7 +24,7 @@ from .inference import (
 )
 from .metrics import Metrics
 from .repository import Repository, VersionState, check_available
-from .validation import check_requested_outputs, prepare_inputs
+from .validation import check_requested_outputs, prepare_inputs, resolve_pending
 
 log = logging.getLogger("pyovms.core")
 
@@ -99,7 +99,7 @@ class Server:
                 inputs_ready = inferred = time.perf_counter_ns()
             else:
                 check_requested_outputs(servable.outputs, request.outputs)
-                inputs = await decode_pending(prepare_inputs(servable.inputs, request), self.max_image_decoded_bytes)
+                inputs = await resolve_pending(prepare_inputs(servable.inputs, request), self.max_image_decoded_bytes)
                 inputs_ready = time.perf_counter_ns()
                 outputs = await servable.infer(inputs, request.outputs)
                 inferred = time.perf_counter_ns()

@@ -124,8 +124,8 @@ class Status(enum.Enum):
     MEDIAPIPE_INCORRECT_SERVABLE_VERSION = "Subsequent request with incorrect servable version"
     MEDIAPIPE_NODE_BUSY = "Node is already processing data. Create new stream for another generative execution."
     INVALID_UNEXPECTED_INPUT = "Unexpected input"
-    STREAMING_NOT_SUPPORTED = "Streaming is served for graphs only"
     # Execution
+    INFER_QUEUE_FULL = "Too many requests are waiting for an infer request"
     OV_INTERNAL_INFERENCE_ERROR = "Internal inference error"
     INTERNAL_ERROR = "Internal server error"
     # Loading and configuration

@@ -135,19 +135,6 @@ async def decode_images(images: EncodedImages, max_decoded_bytes: int = DEFAULT_
     return batch[:, np.newaxis] if len(spec.shape) == 5 else batch
 
 
-async def decode_pending(
-    inputs: dict[str, np.ndarray | EncodedImages], max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
-) -> dict[str, np.ndarray]:
-    """`inputs` with every image batch decoded (all of them concurrently); arrays pass through."""
-    pending = [(name, value) for name, value in inputs.items() if isinstance(value, EncodedImages)]
-    if not pending:
-        return inputs  # type: ignore[return-value]  # no EncodedImages left
-    decoded = await asyncio.gather(*(decode_images(images, max_decoded_bytes) for _, images in pending))
-    ready = dict(inputs)
-    ready.update(zip((name for name, _ in pending), decoded, strict=True))
-    return ready  # type: ignore[return-value]
-
-
 def _dims(spec: TensorSpec) -> tuple[Dim, Dim, Dim]:
     height, width, channels = spec.shape[-3:]
     return height, width, channels

@@ -20,7 +20,7 @@ from . import tensors
 from .config import ModelConfig
 from .errors import ServingError, Status
 from .inference import InferOutput, TensorSpec
-from .scheduling import DEFAULT_INLINE_THRESHOLD_S, InferRequestPool
+from .scheduling import DEFAULT_POOL_SETTINGS, InferRequestPool, PoolSettings
 from .shapes import Dim, Shape, parse_shape
 from .statistics import InferStatistics
 
@@ -56,7 +56,7 @@ class OpenVinoModel:
         input_index: dict[str, int],
         output_reads: list[_Output],
         nireq: int,
-        inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S,
+        pool_settings: PoolSettings = DEFAULT_POOL_SETTINGS,
     ) -> None:
         self.name = name
         self.version = version
@@ -66,7 +66,7 @@ class OpenVinoModel:
         self._input_index = input_index
         self._output_reads = output_reads
         self.statistics = InferStatistics()
-        self._pool = InferRequestPool(compiled, nireq, _collect, inline_threshold_s, self.statistics)
+        self._pool = InferRequestPool(compiled, nireq, _collect, pool_settings, self.statistics)
 
     @property
     def nireq(self) -> int:
@@ -107,7 +107,7 @@ class OpenVinoModel:
         config: ModelConfig,
         version: int,
         path: Path,
-        inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S,
+        pool_settings: PoolSettings = DEFAULT_POOL_SETTINGS,
     ) -> OpenVinoModel:
         """Read and compile the model found at `path` (a version directory or a model file)."""
         model_file = find_model_file(path)
@@ -145,7 +145,7 @@ class OpenVinoModel:
             {name: index for index, name in enumerate(input_names)},
             reads,
             nireq,
-            inline_threshold_s,
+            pool_settings,
         )
 
 

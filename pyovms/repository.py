@@ -26,7 +26,7 @@ from .custom_node import Library, LibraryConfig
 from .errors import ServingError, Status
 from .openvino_model import OpenVinoModel
 from .pipeline import Pipeline, PipelineConfig
-from .scheduling import DEFAULT_INLINE_THRESHOLD_S
+from .scheduling import DEFAULT_POOL_SETTINGS, PoolSettings
 from .servable import Servable
 from .version_policy import VersionPolicy
 
@@ -119,10 +119,10 @@ def version_directories(base_path: Path) -> list[int]:
 class Repository:
     """All models of the server."""
 
-    def __init__(self, core: ov.Core | None = None, inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S) -> None:
+    def __init__(self, core: ov.Core | None = None, pool_settings: PoolSettings = DEFAULT_POOL_SETTINGS) -> None:
         self.core = core or ov.Core()
-        self.inline_threshold_s = inline_threshold_s
-        """Models whose inferences average less than this run inline on the event loop (0: never)."""
+        self.pool_settings = pool_settings
+        """How each model version's infer-request pool runs (inline threshold, queue bound)."""
         self.models: dict[str, Model] = {}
         self.pipelines: dict[str, Model] = {}
         self.graphs: dict[str, Model] = {}
@@ -359,7 +359,7 @@ class Repository:
         assert model.config is not None
         try:
             servable = await asyncio.to_thread(
-                OpenVinoModel.load, self.core, model.config, version, path, self.inline_threshold_s
+                OpenVinoModel.load, self.core, model.config, version, path, self.pool_settings
             )
         except Exception as exc:
             entry.failure = str(exc)

@@ -11,6 +11,9 @@ thread and back costs more than the inference itself (two thread hops and a loop
 request runs synchronously on the event loop. The pool measures every inference (a moving average after a
 warm-up) and switches: inline below the threshold, back to asynchronous above twice the threshold. A threshold of
 0 keeps every model asynchronous.
+
+Bounded waiting: at most `max_queued` coroutines wait for an idle infer request; one more is refused at once with
+RESOURCE_EXHAUSTED instead of letting the queue (and the request bytes it holds) grow without limit.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import openvino as ov
 
+from .errors import ServingError, Status
 from .statistics import InferStatistics
 
 log = logging.getLogger("pyovms.scheduling")
@@ -35,6 +39,20 @@ WATCHDOG_PERIOD_S = 0.05
 DEFAULT_INLINE_THRESHOLD_S = 300e-6
 WARMUP_INFERENCES = 16
 AVERAGE_WEIGHT = 0.1
+DEFAULT_MAX_QUEUED = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """How every model's infer-request pool runs (server flags)."""
+
+    inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S
+    """Models whose inferences average less than this run inline on the event loop (0: never)."""
+    max_queued: int = DEFAULT_MAX_QUEUED
+    """Requests that may wait for an idle infer request, per model version (0: no limit)."""
+
+
+DEFAULT_POOL_SETTINGS = PoolSettings()
 
 
 @dataclass(slots=True)
@@ -70,13 +88,14 @@ class InferRequestPool(Generic[T]):
         compiled: ov.CompiledModel,
         size: int,
         collect: Callable[[ov.InferRequest, Any], T],
-        inline_threshold_s: float = DEFAULT_INLINE_THRESHOLD_S,
+        settings: PoolSettings = DEFAULT_POOL_SETTINGS,
         statistics: InferStatistics | None = None,
     ) -> None:
         self._collect = collect
         self.statistics = statistics or InferStatistics()
         """Where `run` adds its queue and inference times."""
-        self._inline_threshold_s = inline_threshold_s
+        self._inline_threshold_s = settings.inline_threshold_s
+        self._max_queued = settings.max_queued
         self._inline = False
         self._mean_s = 0.0
         self._measured = 0
@@ -124,6 +143,12 @@ class InferRequestPool(Generic[T]):
         if self._idle.qsize():
             request = self._idle.get_nowait()
         else:
+            if self._max_queued and self.waiting >= self._max_queued:
+                raise ServingError(
+                    Status.INFER_QUEUE_FULL,
+                    f"{self.waiting} requests wait for one of {self._size} infer requests; the limit is "
+                    f"{self._max_queued} (--max_queued_requests)",
+                )
             self.waiting += 1
             try:
                 request = await self._idle.get()

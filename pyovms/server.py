@@ -22,6 +22,7 @@ from .grpc.service import start_grpc_server
 from .metrics import Metrics, parse_metrics_list
 from .repository import Repository
 from .rest.server import RestApi, start_rest_server
+from .scheduling import PoolSettings
 from .workers import is_worker, supervise
 
 log = logging.getLogger("pyovms.server")
@@ -102,7 +103,9 @@ async def serve(settings: Settings) -> int:
         log.error("Couldn't start model manager: %s", exc.message)
         return 1
     _warn_not_served(settings)
-    repository = Repository(inline_threshold_s=settings.inline_threshold_us * 1e-6)
+    repository = Repository(
+        pool_settings=PoolSettings(settings.inline_threshold_us * 1e-6, settings.max_queued_requests)
+    )
     if settings.cache_dir:
         Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
         repository.core.set_property({"CACHE_DIR": settings.cache_dir})

@@ -38,7 +38,6 @@ _DTYPES = {datatype: np.dtype(f"<{code}") for code, datatype in _FORMATS.items()
 """Each datatype's numpy dtype exporting OVMS's format (`q`, not numpy's `l`, for INT64)."""
 _SIZED = {("s", 1): "INT8", ("s", 2): "INT16", ("s", 4): "INT32", ("s", 8): "INT64"}
 _SIZED |= {("u", 1): "UINT8", ("u", 2): "UINT16", ("u", 4): "UINT32", ("u", 8): "UINT64"}
-_OVERFLOW = 1 << 64
 _TOO_LARGE = "Provided shape and datatype declare too large buffer."
 _CUSTOM_IN_CONTENTS = "Provided datatype is invalid, custom datatypes are allowed only when raw_input_contents is used."
 
@@ -189,7 +188,7 @@ def tensor_from_input(tensor: InferInput) -> Tensor:
         return Tensor(name, np.frombuffer(tensors.join_bytes(items), dtype=np.uint8), shape, "BYTES")
     count = element_count(shape)
     expected = count * datatype.dtype.itemsize
-    if expected >= _OVERFLOW:
+    if tensors.shape_overflows(shape, datatype.dtype.itemsize):
         raise ServingError(Status.INVALID_CONTENT_SIZE, f"{_TOO_LARGE}; {where}")
     if tensor.raw is not None or tensor.contents is None:
         actual = 0 if tensor.raw is None else memoryview(tensor.raw).nbytes

@@ -120,6 +120,16 @@ def contents_values(datatype: Datatype, contents: Any) -> Sequence[Any]:
     return getattr(contents, datatype.contents_field)
 
 
+def shape_overflows(shape: Sequence[int], itemsize: int) -> bool:
+    """Whether a shape of `itemsize`-byte elements declares more bytes than an array can hold. numpy counts the
+    dimensions without the zeros (a [0, 2, 2**62] FP32 shape is refused although it holds no element), so this
+    does too."""
+    size = itemsize
+    for n in shape:
+        size *= n or 1
+    return size >= 1 << 63
+
+
 def decode_raw(datatype: Datatype, shape: Sequence[int], buffer: bytes | memoryview) -> np.ndarray:
     """A read-only numpy view of a raw little-endian buffer; the caller checked its size."""
     assert datatype.dtype is not None
@@ -135,22 +145,27 @@ def decode_contents(datatype: Datatype, shape: Sequence[int], contents: Any) -> 
     return values.astype(datatype.dtype, copy=False).reshape(shape)
 
 
-def split_bytes(buffer: bytes | memoryview) -> list[bytes] | None:
-    """Split a length-prefixed BYTES buffer into its elements; None when the framing is broken."""
-    view = memoryview(buffer)
-    size = len(view)
+def split_bytes(buffer: bytes | memoryview, max_items: int | None = None) -> list[bytes] | None:
+    """Split a length-prefixed BYTES buffer into its elements; None when the framing is broken. With `max_items`,
+    splitting stops after one element more than that (the caller reports the count as too large), so a buffer of
+    millions of tiny elements costs no more than the count the request declared."""
+    data = bytes(buffer)  # slicing bytes is about twice as fast as slicing a memoryview
+    size = len(data)
     items: list[bytes] = []
+    append = items.append
+    limit = size if max_items is None else max_items
+    from_bytes = int.from_bytes
     offset = 0
-    unpack = struct.Struct("<I").unpack_from
     while offset < size:
-        if offset + 4 > size:
-            return None
-        (length,) = unpack(view, offset)
         start = offset + 4
-        offset = start + length
+        if start > size:
+            return None
+        offset = start + from_bytes(data[start - 4 : start], "little")
         if offset > size:
             return None
-        items.append(bytes(view[start:offset]))
+        append(data[start:offset])
+        if len(items) > limit:
+            break
     return items
 
 

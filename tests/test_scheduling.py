@@ -9,7 +9,8 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from pyovms.scheduling import WARMUP_INFERENCES, InferRequestPool
+from pyovms.errors import ServingError, Status
+from pyovms.scheduling import WARMUP_INFERENCES, InferRequestPool, PoolSettings
 
 from . import models
 
@@ -35,7 +36,7 @@ def compiled(tmp_path_factory):
 @pytest.mark.parametrize("threshold", [0.0, 10.0], ids=["always-async", "inline-after-warm-up"])
 def test_results_are_right_in_both_modes(compiled, threshold):
     async def scenario() -> list[bool]:
-        pool = InferRequestPool(compiled["dummy"], 2, _first_output, threshold)
+        pool = InferRequestPool(compiled["dummy"], 2, _first_output, PoolSettings(threshold))
         modes = []
         for i in range(WARMUP_INFERENCES + 4):
             values = np.full((1, 10), i, dtype=np.float32)
@@ -51,7 +52,7 @@ def test_results_are_right_in_both_modes(compiled, threshold):
 
 
 def test_switches_back_to_asynchronous_when_inferences_get_slow(compiled):
-    pool = InferRequestPool(compiled["dummy"], 1, _first_output, 300e-6)
+    pool = InferRequestPool(compiled["dummy"], 1, _first_output, PoolSettings(300e-6))
     for _ in range(WARMUP_INFERENCES):
         pool.record(50e-6)
     assert pool.inline
@@ -63,7 +64,7 @@ def test_switches_back_to_asynchronous_when_inferences_get_slow(compiled):
 @pytest.mark.parametrize("threshold", [0.0, 10.0], ids=["async", "inline"])
 def test_failures_are_raised_and_the_pool_keeps_serving(compiled, threshold):
     async def scenario() -> None:
-        pool = InferRequestPool(compiled["odd_fails"], 1, _first_output, threshold)
+        pool = InferRequestPool(compiled["odd_fails"], 1, _first_output, PoolSettings(threshold))
         for _ in range(WARMUP_INFERENCES):
             await pool.run(_inputs(np.ones(4, dtype=np.float32)))
         assert pool.inline is (threshold > 0)
@@ -73,3 +74,24 @@ def test_failures_are_raised_and_the_pool_keeps_serving(compiled, threshold):
         np.testing.assert_array_equal(output, np.arange(4, dtype=np.float32).reshape(2, 2))
 
     asyncio.run(scenario())
+
+
+def test_waiting_is_bounded_and_the_rest_is_refused_at_once(compiled):
+    async def scenario() -> list[object]:
+        pool = InferRequestPool(compiled["dummy"], 1, _first_output, PoolSettings(0.0, max_queued=2))
+        values = np.zeros((1, 10), dtype=np.float32)
+        results = await asyncio.gather(*(pool.run(_inputs(values)) for _ in range(10)), return_exceptions=True)
+        assert pool.waiting == 0 and pool.active == 0
+        assert isinstance(await pool.run(_inputs(values)), np.ndarray)  # served again once the queue drained
+        return results
+
+    results = asyncio.run(scenario())
+    served = [r for r in results if isinstance(r, np.ndarray)]
+    refused = [r for r in results if isinstance(r, ServingError)]
+    assert len(served) == 3  # one running, two waiting
+    assert len(refused) == 7
+    assert refused[0].status == Status.INFER_QUEUE_FULL
+    assert refused[0].message == (
+        "Too many requests are waiting for an infer request - 2 requests wait for one of 1 infer requests; "
+        "the limit is 2 (--max_queued_requests)"
+    )

@@ -44,7 +44,6 @@ _IMAGE_CHANNELS = {
     "FP16": (1, 3, 4),
     "FP32": (1, 2),
 }
-_OVERFLOW = 1 << 64
 
 
 def kind_of(tag: str) -> str:
@@ -97,7 +96,7 @@ def _array(tensor: InferInput, where: str) -> np.ndarray:
     assert datatype.dtype is not None
     count = element_count(tensor.shape)
     expected = count * datatype.dtype.itemsize
-    if expected >= _OVERFLOW:
+    if tensors.shape_overflows(tensor.shape, datatype.dtype.itemsize):
         raise ServingError(Status.INVALID_CONTENT_SIZE, f"Shape dimensions overflow; {where}")
     if tensor.raw is not None or tensor.contents is None:
         actual = len(tensor.raw) if tensor.raw is not None else 0

@@ -259,8 +259,15 @@ class RestApi:
         declared = request.content_length
         if declared is not None and declared > limit:
             raise ServingError(Status.REST_BODY_TOO_LARGE, f"{declared} bytes; limit: {limit} bytes")
+        if declared == 0:  # aiohttp's readexactly(0) raises once the (empty) stream is at EOF
+            return b""
         if declared is not None:
-            return await request.content.readexactly(declared)
+            try:
+                return await request.content.readexactly(declared)
+            except asyncio.IncompleteReadError as exc:
+                raise ServingError(
+                    Status.REST_COULD_NOT_PARSE_INPUT, f"body ended after {len(exc.partial)} of {declared} bytes"
+                ) from None
         chunks, size = [], 0
         while chunk := await request.content.readany():
             size += len(chunk)

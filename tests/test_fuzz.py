@@ -1,0 +1,289 @@
+"""Property-based fuzzing (hypothesis) of the request decoders and validators, in-process and over the wire.
+
+The property everywhere: a request, however malformed, is answered with an OVMS status or served; never an
+exception other than `ServingError` in-process, never UNKNOWN or INTERNAL over gRPC, never a 5xx over REST, and
+the server stays up with bounded memory. `PYOVMS_FUZZ_EXAMPLES` raises the number of examples per property
+(CI runs the default; docs/reliability.md has the long runs).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from pathlib import Path
+
+import grpc
+import numpy as np
+import openvino as ov
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pyovms.errors import ServingError
+from pyovms.graphs import packets
+from pyovms.grpc import converters
+from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+from pyovms.grpc.status import grpc_code
+from pyovms.inference import TensorSpec
+from pyovms.rest.infer_codec import parse_infer_request
+from pyovms.rest.status import http_code
+from pyovms.shapes import Dim
+from pyovms.tensor import tensor_from_input
+from pyovms.validation import prepare_inputs
+
+from . import models
+from .server_process import serve_config
+
+EXAMPLES = int(os.environ.get("PYOVMS_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+CLIENT_CODES = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
+"""What a malformed request may be answered with (never UNKNOWN, never INTERNAL)."""
+
+DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+             "FP64", "BYTES", "BF16", "", "my_type"]  # fmt: skip
+INT64 = st.integers(-(2**63), 2**63 - 1)
+DIMS = st.one_of(st.sampled_from([0, 1, 2, 3, 10, -1, 224, 2**31, 2**62, -(2**63), 2**63 - 1]), INT64)
+NAMES = st.one_of(st.sampled_from(["b", "x", "0", "image", "s", "text", "in"]), st.text(max_size=8))
+
+SPECS = {
+    "b": TensorSpec("b", "FP32", "FP32", (Dim.static(1), Dim.static(10)), 0),
+    "h": TensorSpec("h", "FP16", "FP16", (Dim.any(),), 0),
+    "s": TensorSpec("s", "BYTES", "STRING", (Dim.any(),), 0, bytes_hint="string"),
+    "image": TensorSpec(
+        "image", "FP32", "FP32", tuple(Dim.static(n) for n in (1, 8, 8, 3)), 0, bytes_hint="image", layout="[N,H,W,C]"
+    ),
+}
+
+
+@st.composite
+def contents(draw: st.DrawFn, message: pb.InferTensorContents) -> None:
+    field = draw(st.sampled_from(["bool", "int", "int64", "uint", "uint64", "fp32", "fp64", "bytes", None]))
+    size = draw(st.integers(0, 40))
+    values = {
+        "bool": st.booleans(),
+        "int": st.integers(-(2**31), 2**31 - 1),
+        "int64": INT64,
+        "uint": st.integers(0, 2**32 - 1),
+        "uint64": st.integers(0, 2**64 - 1),
+        "fp32": st.floats(width=32, allow_nan=True),
+        "fp64": st.floats(allow_nan=True),
+        "bytes": st.binary(max_size=32),
+    }
+    if field is not None:
+        getattr(message, f"{field}_contents").extend(draw(st.lists(values[field], max_size=size)))
+
+
+def _framed(items: list[bytes]) -> bytes:
+    return b"".join(len(item).to_bytes(4, "little") + item for item in items)
+
+
+@st.composite
+def raw_buffers(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["random", "framed", "lying", "floats"]))
+    if kind == "framed":
+        return _framed(draw(st.lists(st.binary(max_size=16), max_size=8)))
+    if kind == "lying":  # a length prefix past the end
+        return draw(INT64.map(lambda n: (n & 0xFFFFFFFF).to_bytes(4, "little"))) + draw(st.binary(max_size=8))
+    if kind == "floats":
+        return np.ones(draw(st.sampled_from([0, 9, 10, 11, 40])), np.float32).tobytes()
+    return draw(st.binary(max_size=64))
+
+
+@st.composite
+def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
+    """ModelInferRequests with every field drawn: names, datatypes, shapes, raw buffers, contents, parameters."""
+    request = pb.ModelInferRequest(model_name=draw(st.sampled_from(["dummy", "strings", "nope", ""])))
+    request.model_version = draw(st.sampled_from(["", "1", "0", "-1", "01", "x", "99999999999999999999"]))
+    request.id = draw(st.text(max_size=8))
+    use_raw = draw(st.booleans())
+    for _ in range(draw(st.integers(0, 4))):
+        tensor = request.inputs.add(name=draw(NAMES), datatype=draw(st.sampled_from(DATATYPES)))
+        tensor.shape.extend(draw(st.lists(DIMS, max_size=5)))
+        if use_raw:
+            request.raw_input_contents.append(draw(raw_buffers()))
+        elif draw(st.booleans()):
+            draw(contents(tensor.contents))
+    if draw(st.booleans()):  # raw buffers that do not match the inputs
+        request.raw_input_contents.append(draw(st.binary(max_size=16)))
+    for key in draw(st.lists(st.sampled_from(["OVMS_MP_TIMESTAMP", "py", "p", "binary_data_output"]), max_size=3)):
+        parameter = request.parameters[key]
+        choice = draw(st.sampled_from(["bool", "int64", "string", None]))
+        if choice == "bool":
+            parameter.bool_param = draw(st.booleans())
+        elif choice == "int64":
+            parameter.int64_param = draw(INT64)
+        elif choice == "string":
+            parameter.string_param = draw(st.text(max_size=8))
+    for name in draw(st.lists(NAMES, max_size=2)):
+        request.outputs.add(name=name)
+    return request
+
+
+def _only_serving_errors(call) -> None:
+    try:
+        call()
+    except ServingError as exc:
+        assert grpc_code(exc.status) not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), exc.message
+        assert http_code(exc.status) < 500 or exc.status.name in ("NOT_IMPLEMENTED",), exc.message
+
+
+# ------------------------------------------------------------------------------------------------ in-process
+
+
+@FUZZ
+@given(infer_requests())
+def test_grpc_decoding_and_validation_only_raise_serving_errors(message):
+    request = converters.infer_request_from_pb(pb.ModelInferRequest.FromString(message.SerializeToString()))
+    for specs in ({"b": SPECS["b"]}, {"s": SPECS["s"]}, {"image": SPECS["image"]}, {"h": SPECS["h"], "b": SPECS["b"]}):
+        _only_serving_errors(lambda specs=specs: prepare_inputs(specs, request))
+    for tensor in request.inputs:
+        _only_serving_errors(lambda tensor=tensor: tensor_from_input(tensor))
+        for kind in (packets.OVTENSOR, packets.TENSOR, packets.IMAGE, packets.PY_TENSOR):
+            _only_serving_errors(lambda kind=kind, tensor=tensor: packets.to_packet(kind, tensor))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@st.composite
+def rest_bodies(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    """REST inference bodies: broken JSON, wrong types, KServe-shaped documents with drawn fields, binary parts whose
+    sizes lie."""
+    kind = draw(st.sampled_from(["bytes", "json", "kserve", "binary"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=64)), None
+    if kind == "json":
+        return json.dumps(draw(JSON)).encode(), None
+    tensor = {
+        "name": draw(NAMES),
+        "datatype": draw(st.sampled_from(DATATYPES)),
+        "shape": draw(st.one_of(st.lists(DIMS, max_size=4), JSON)),
+    }
+    if draw(st.booleans()):
+        tensor["data"] = draw(JSON)
+    if kind == "binary":
+        tensor["parameters"] = {"binary_data_size": draw(st.one_of(DIMS, JSON))}
+    document = {"inputs": [tensor] * draw(st.integers(0, 3)), **draw(st.dictionaries(st.sampled_from(
+        ["id", "parameters", "outputs"]), JSON, max_size=2))}  # fmt: skip
+    text = json.dumps(document).encode()
+    if kind == "binary":
+        header = draw(st.sampled_from([str(len(text)), "-1", "abc", str(len(text) + 5), " 0"]))
+        return text + draw(st.binary(max_size=48)), header
+    return text, None
+
+
+@FUZZ
+@given(rest_bodies())
+@example((b"[" * 200 + b"]" * 200, None))
+@example((b'{"inputs":[{"name":"b","datatype":"FP32","shape":[1,10],"parameters":{"binary_data_size":40}}]}', "90"))
+def test_rest_body_parsing_and_validation_only_raise_serving_errors(body_and_header):
+    body, header = body_and_header
+    try:
+        request, _ = parse_infer_request(body, header, "dummy", "")
+    except ServingError as exc:
+        assert http_code(exc.status) < 500 or exc.status.name == "JSON_NESTING_DEPTH_EXCEEDED", exc.message
+        return
+    _only_serving_errors(lambda: prepare_inputs({"b": SPECS["b"]}, request))
+    _only_serving_errors(lambda: prepare_inputs({"s": SPECS["s"]}, request))
+
+
+# ------------------------------------------------------------------------------------------------ over the wire
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    models.build_dummy(root / "dummy" / "1" / "model.xml")
+    models.build_passthrough(root / "strings" / "1", ov.Type.string, [-1])
+    config = {
+        "model_config_list": [
+            {"config": {"name": "dummy", "base_path": "dummy"}},
+            {"config": {"name": "strings", "base_path": "strings"}},
+        ]
+    }
+    process = serve_config(root, config)
+    yield process
+    process.stop()
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
+@pytest.fixture(scope="module")
+def raw_infer(server):
+    """ModelInfer taking the request's bytes as they are (garbage included)."""
+    return server.channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None
+    )
+
+
+@FUZZ
+@given(st.one_of(infer_requests().map(lambda m: m.SerializeToString()), st.binary(max_size=128)))
+@example(b"\x0a\xff\xff\xff\xff\x0f")  # a length-delimited field that claims 4 GB
+def test_grpc_server_answers_every_request_with_a_client_status(server, raw_infer, data):
+    try:
+        raw_infer(data, timeout=20)
+    except grpc.RpcError as exc:
+        assert exc.code() in CLIENT_CODES, (exc.code(), exc.details())
+        assert "Traceback" not in exc.details()
+
+
+@FUZZ
+@given(rest_bodies(), st.sampled_from(["dummy", "strings", "nope"]))
+@example((b"", None), "dummy")  # once answered 500: aiohttp's readexactly(0) raised at EOF
+def test_rest_server_never_answers_5xx_for_a_bad_body(server, body_and_header, model):
+    body, header = body_and_header
+    connection = http.client.HTTPConnection(server.rest_address, timeout=20)
+    headers = {"Content-Type": "application/json"}
+    if header is not None:
+        headers["Inference-Header-Content-Length"] = header
+    try:
+        connection.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
+        response = connection.getresponse()
+        text = response.read()
+    finally:
+        connection.close()
+    assert response.status < 500 or b"JSON nesting depth" in text, (response.status, text[:200])
+
+
+def test_thousands_of_inputs(server):
+    request = pb.ModelInferRequest(model_name="dummy")
+    for index in range(5000):
+        request.inputs.add(name=f"in{index}", datatype="FP32", shape=[1])
+        request.raw_input_contents.append(b"\0\0\0\0")
+    raw = server.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    with pytest.raises(grpc.RpcError) as info:
+        raw(request.SerializeToString(), timeout=20)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "Invalid number of inputs - Expected: 1; Actual: 5000"
+
+
+def test_server_memory_stays_bounded_after_fuzzing(server):
+    """Runs after the wire fuzzers in this module: the server is up and its RSS is within reason."""
+    assert server.stub.ServerLive(pb_live(), timeout=10).live
+    assert _rss_mb(server.process.pid) < 1500
+
+
+def pb_live():
+    from tritonclient.grpc import service_pb2
+
+    return service_pb2.ServerLiveRequest()

@@ -1,0 +1,205 @@
+"""Load and faults on a real server: a bounded infer-request queue, client deadlines and cancellations that free
+their infer requests, a model directory deleted while serving, and every request answered exactly once across a
+reload and a shutdown."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2
+
+from . import models
+from .server_process import ServerProcess, serve_config, wait_for
+
+SLOW_ROWS = 512
+
+
+def _request(model: str, name: str, array: np.ndarray) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name=name, datatype="FP32", shape=list(array.shape))
+    request.raw_input_contents.append(array.tobytes())
+    return request
+
+
+def _slow(rows: int = SLOW_ROWS) -> service_pb2.ModelInferRequest:
+    return _request("slow", "x", np.ones((rows, 1024), dtype=np.float32))
+
+
+def _gauge(server: ServerProcess, metric: str) -> float:
+    with urllib.request.urlopen(f"http://{server.rest_address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric + "{"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hardening")
+    models.build_slow_to_infer(root / "slow" / "1" / "model.xml")
+    models.build_dummy(root / "dummy" / "1" / "model.xml")
+    config = {
+        "model_config_list": [
+            {"config": {"name": "slow", "base_path": "slow", "nireq": 1}},
+            {"config": {"name": "dummy", "base_path": "dummy"}},
+        ]
+    }
+    process = serve_config(
+        root,
+        config,
+        "--max_queued_requests", "2",
+        "--metrics_enable",
+        "--metrics_list", "ovms_infer_req_active,ovms_current_requests",
+    )  # fmt: skip
+    yield process
+    process.stop()
+
+
+def _wait_idle(server: ServerProcess) -> None:
+    """No infer request in use and no request in flight (`ovms_infer_req_queue_size` is nireq, not the waiters)."""
+    wait_for(lambda: _gauge(server, "ovms_infer_req_active") == 0 and _gauge(server, "ovms_current_requests") == 0)
+
+
+def test_full_queue_answers_resource_exhausted_and_recovers(server):
+    """One infer request, two may wait: of ten requests at once, three are served and seven refused at once."""
+    futures = [server.stub.ModelInfer.future(_slow(), timeout=60) for _ in range(10)]
+    codes = []
+    for future in futures:
+        try:
+            future.result()
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as exc:
+            codes.append(exc.code())
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                assert exc.details().startswith(
+                    "Too many requests are waiting for an infer request - 2 requests wait for one of 1 infer requests"
+                )
+    assert codes.count(grpc.StatusCode.OK) == 3
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 7
+    _wait_idle(server)
+    server.stub.ModelInfer(_slow(8), timeout=60)
+
+
+def test_deadlines_and_cancellations_free_their_infer_requests(server):
+    """Clients that give up mid-inference or while queued get their status; the pool comes back idle."""
+    expired = []
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError) as info:
+            server.stub.ModelInfer(_slow(), timeout=0.05)
+        expired.append(info.value.code())
+    assert expired == [grpc.StatusCode.DEADLINE_EXCEEDED] * 3
+    cancelled = [server.stub.ModelInfer.future(_slow(), timeout=60) for _ in range(3)]
+    time.sleep(0.05)
+    for future in cancelled:
+        future.cancel()
+    for future in cancelled:
+        assert future.cancelled() or future.exception() is not None or future.result() is not None
+    _wait_idle(server)
+    started = time.monotonic()
+    server.stub.ModelInfer(_slow(8), timeout=60)
+    assert time.monotonic() - started < 5
+
+
+def test_bad_input_never_wedges_the_server(server):
+    """A burst of malformed requests, each answered with its code, and the next good request is served."""
+    bad = []
+    for index in range(50):
+        request = _request("dummy", "b", np.zeros((1, 10), np.float32))
+        if index % 3 == 0:
+            request.raw_input_contents[0] = b"\0" * 3
+        elif index % 3 == 1:
+            request.inputs[0].shape[:] = [1, -(2**62)]
+        else:
+            request.inputs[0].datatype = "NOT_A_TYPE"
+        try:
+            server.stub.ModelInfer(request, timeout=10)
+        except grpc.RpcError as exc:
+            bad.append(exc.code())
+    assert bad == [grpc.StatusCode.INVALID_ARGUMENT] * 50
+    answer = server.stub.ModelInfer(_request("dummy", "b", np.zeros((1, 10), np.float32)), timeout=10)
+    assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
+
+
+def test_model_directory_deleted_while_serving(tmp_path):
+    """Only that model goes unavailable; the others keep serving."""
+    models.build_dummy(tmp_path / "gone" / "1" / "model.xml")
+    models.build_dummy(tmp_path / "kept" / "1" / "model.xml")
+    config = {
+        "model_config_list": [
+            {"config": {"name": "gone", "base_path": "gone"}},
+            {"config": {"name": "kept", "base_path": "kept"}},
+        ]
+    }
+    server = serve_config(tmp_path, config, "--file_system_poll_wait_seconds", "1")
+    try:
+        x = np.zeros((1, 10), np.float32)
+        server.stub.ModelInfer(_request("gone", "b", x), timeout=10)
+        shutil.rmtree(tmp_path / "gone")
+
+        def retired() -> bool:
+            try:
+                server.stub.ModelInfer(_request("gone", "b", x), timeout=10)
+            except grpc.RpcError as exc:
+                return exc.code() == grpc.StatusCode.NOT_FOUND
+            return False
+
+        wait_for(retired, timeout=20)
+        answer = server.stub.ModelInfer(_request("kept", "b", x), timeout=10)
+        assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
+    finally:
+        server.stop()
+
+
+def test_every_request_gets_exactly_one_answer_across_reload_and_shutdown(tmp_path):
+    """Clients send without pause while a version is added (reload) and then the server is told to stop: each
+    request ends exactly once, in success or a status, none hangs; none fails before the shutdown starts."""
+    models.build_add_constant(tmp_path / "m" / "1" / "model.xml", [1, 10], 1.0)
+    config = {"model_config_list": [{"config": {"name": "m", "base_path": "m"}}]}
+    server = serve_config(tmp_path, config, "--file_system_poll_wait_seconds", "1", "--shutdown_grace_seconds", "5")
+    outcomes: list[tuple[float, grpc.StatusCode]] = []
+    lock = threading.Lock()
+    stop_sending = threading.Event()
+    x = np.zeros((1, 10), np.float32)
+
+    def client() -> int:
+        sent = 0
+        channel = grpc.insecure_channel(server.address)
+        stub = type(server.stub)(channel)
+        while not stop_sending.is_set():
+            sent += 1
+            try:
+                stub.ModelInfer(_request("m", "x", x), timeout=20)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                code = exc.code()
+            with lock:
+                outcomes.append((time.monotonic(), code))
+        channel.close()
+        return sent
+
+    with ThreadPoolExecutor(4) as pool:
+        senders = [pool.submit(client) for _ in range(4)]
+        time.sleep(1)
+        models.build_add_constant(tmp_path / "m" / "2" / "model.xml", [1, 10], 2.0)
+        time.sleep(3)
+        shutdown_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(2)
+        stop_sending.set()
+        sent = sum(f.result(timeout=60) for f in senders)
+    assert server.process.wait(30) == 0
+    server.stop()
+    assert len(outcomes) == sent  # exactly one answer per request
+    before = [code for at, code in outcomes if at < shutdown_at]
+    assert len(before) > 100
+    assert set(before) == {grpc.StatusCode.OK}
+    after = {code for at, code in outcomes if at >= shutdown_at}
+    # Refused once the server stops accepting: UNAVAILABLE, or CANCELLED from gRPC for a call that arrived while
+    # the server shut down and never reached a handler. Never a hang (DEADLINE_EXCEEDED) or a server fault.
+    assert after <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
