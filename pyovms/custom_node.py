@@ -16,7 +16,6 @@ for every output its node exposes. examples/custom_nodes/ holds two real librari
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
 import logging
@@ -33,6 +32,7 @@ from . import tensors
 from .errors import ServingError, Status
 from .inference import TensorSpec
 from .shapes import Dim
+from .user_code import run_user_code
 
 log = logging.getLogger("pyovms.custom_node")
 
@@ -114,7 +114,7 @@ class CustomNode:
     async def execute(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
         """Run the library's `execute` on a worker thread; check it returned every wanted output."""
         try:
-            produced = await asyncio.to_thread(self.library.module.execute, inputs, self.params, self.state)
+            produced = await run_user_code("custom_node", self.library.module.execute, inputs, self.params, self.state)
         except Exception as exc:
             log.exception("custom node %s (%s) failed", self.node_name, self.library.name)
             raise ServingError(Status.NODE_LIBRARY_EXECUTION_FAILED, f"{type(exc).__name__}: {exc}") from exc

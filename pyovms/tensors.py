@@ -137,8 +137,11 @@ def decode_raw(datatype: Datatype, shape: Sequence[int], buffer: bytes | memoryv
 
 
 def decode_contents(datatype: Datatype, shape: Sequence[int], contents: Any) -> np.ndarray:
-    """Typed contents as an array of the datatype, cast like C does (int_contents to INT8 wraps)."""
-    assert datatype.dtype is not None and datatype.contents_dtype is not None
+    """Typed contents as an array of the datatype, cast like C does (int_contents to INT8 wraps). The caller checked
+    the value count; a type without a contents field (FP16) can only be empty here."""
+    assert datatype.dtype is not None
+    if datatype.contents_dtype is None:
+        return np.empty(shape, dtype=datatype.dtype)
     values = contents_values(datatype, contents)
     if not isinstance(values, np.ndarray):
         values = np.asarray(values, dtype=datatype.contents_dtype)

@@ -203,3 +203,87 @@ def test_every_request_gets_exactly_one_answer_across_reload_and_shutdown(tmp_pa
     # Refused once the server stops accepting: UNAVAILABLE, or CANCELLED from gRPC for a call that arrived while
     # the server shut down and never reached a handler. Never a hang (DEADLINE_EXCEEDED) or a server fault.
     assert after <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+
+
+HANGING_LIBRARY = """
+import time
+
+def get_inputs_info(params, state):
+    return {"x": ("FP32", [1, 10])}
+
+def get_outputs_info(params, state):
+    return {"y": ("FP32", [1, 10])}
+
+def execute(inputs, params, state):
+    if inputs["x"][0, 0] > 0:
+        time.sleep(float(params["hang_seconds"]))
+    return {"y": inputs["x"]}
+"""
+HANGING_HANDLER = """
+import time
+from pyovms import Tensor
+
+class OvmsPythonModel:
+    def execute(self, inputs):
+        if bytes(inputs[0]) == b"hang":
+            time.sleep(6)
+        return [Tensor("y", bytes(inputs[0]))]
+"""
+HANGING_GRAPH = """
+input_stream: "OVMS_PY_TENSOR:x"
+output_stream: "OVMS_PY_TENSOR:y"
+node {
+  name: "hanging"
+  calculator: "PythonExecutorCalculator"
+  input_side_packet: "PYTHON_NODE_RESOURCES:py"
+  input_stream: "INPUT:x"
+  output_stream: "OUTPUT:y"
+  node_options: { [type.googleapis.com / mediapipe.PythonExecutorCalculatorOptions]: { handler_path: "hang.py" } }
+}
+"""
+
+
+def test_hanging_user_code_honours_deadlines_and_holds_up_nothing_else(tmp_path):
+    """A custom node and a Python node that hang: their callers get DEADLINE_EXCEEDED on time, and models, other
+    pipeline and graph requests keep being served (user code runs on pools of its own)."""
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    (tmp_path / "hang_library.py").write_text(HANGING_LIBRARY)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "graph.pbtxt").write_text(HANGING_GRAPH)
+    (tmp_path / "g" / "hang.py").write_text(HANGING_HANDLER)
+    node = {
+        "name": "n", "type": "custom", "library_name": "hang", "params": {"hang_seconds": "6"},
+        "inputs": [{"x": {"node_name": "request", "data_item": "in"}}],
+        "outputs": [{"data_item": "y", "alias": "y"}],
+    }  # fmt: skip
+    config = {
+        "model_config_list": [{"config": {"name": "dummy", "base_path": "dummy"}}],
+        "custom_node_library_config_list": [{"name": "hang", "base_path": "hang_library.py"}],
+        "pipeline_config_list": [
+            {"name": "p", "inputs": ["in"], "nodes": [node], "outputs": [{"out": {"node_name": "n", "data_item": "y"}}]}
+        ],
+        "mediapipe_config_list": [{"name": "g", "base_path": "g"}],
+    }
+    server = serve_config(tmp_path, config)
+    try:
+        hang = np.ones((1, 10), np.float32)
+        fine = np.zeros((1, 10), np.float32)
+        text = service_pb2.ModelInferRequest(model_name="g")
+        text.inputs.add(name="x", datatype="UINT8", shape=[4])
+        text.raw_input_contents.append(b"hang")
+        for request in [_request("p", "in", hang)] * 3 + [text] * 3:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as info:
+                server.stub.ModelInfer(request, timeout=0.5)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - started < 2
+        started = time.monotonic()
+        out = server.stub.ModelInfer(_request("p", "in", fine), timeout=10)
+        assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == [0.0] * 10
+        text.raw_input_contents[0] = b"fine"
+        assert server.stub.ModelInfer(text, timeout=10).raw_output_contents[0] == b"fine"
+        out = server.stub.ModelInfer(_request("dummy", "b", fine), timeout=10)
+        assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
+        assert time.monotonic() - started < 3  # none of these waited for the hanging calls
+    finally:
+        server.stop()

@@ -11,7 +11,6 @@ plain values for side packets.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import threading
@@ -26,6 +25,7 @@ from .. import tensors
 from ..errors import ServingError, Status
 from ..repository import check_available, parse_version
 from ..tensor import Tensor
+from ..user_code import run_user_code
 from ..validation import check_dims
 from .graph_config import NodeConfig
 from .python_node import EXHAUSTED, PythonModel, next_outputs
@@ -38,6 +38,8 @@ log = logging.getLogger("pyovms.graphs")
 
 PYTHON_RESOURCES = "PYTHON_NODE_RESOURCES"
 LOOPBACK = "LOOPBACK:0"
+PYTHON_NODE = "python_node"
+"""The user-code pool Python handlers run on."""
 
 
 @dataclass(slots=True)
@@ -177,7 +179,7 @@ class PythonExecutorCalculator(Calculator):
                         Status.MEDIAPIPE_EXECUTION_ERROR,
                         f"node {self.config.name}: input packets must hold pyovms.Tensor (OVMS_PY_TENSOR streams)",
                     )
-            result = await asyncio.to_thread(self._call, arguments)
+            result = await run_user_code(PYTHON_NODE, self._call, arguments)
             self.timestamp = timestamp
             if inspect.isgenerator(result):
                 if not self.loopback:
@@ -209,7 +211,7 @@ class PythonExecutorCalculator(Calculator):
         if not first and any(port.queue for port in node.ports if port.tag_index != LOOPBACK):
             raise ServingError(Status.MEDIAPIPE_NODE_BUSY, f"node {self.config.name}")
         try:
-            item = await asyncio.to_thread(self._next, self.generator)
+            item = await run_user_code(PYTHON_NODE, self._next, self.generator)
         except Exception as exc:
             self.generator = None
             raise self._user_error(exc) from exc
@@ -254,7 +256,7 @@ class PythonExecutorCalculator(Calculator):
     async def close(self, node: NodeRun) -> None:
         if self.generator is not None:
             generator, self.generator = self.generator, None
-            await asyncio.to_thread(self._close, generator)
+            await run_user_code(PYTHON_NODE, self._close, generator)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,207 @@
+"""Sustained load on one server: many gRPC streams, unary gRPC and REST clients at once; errors, p99 and memory.
+
+  python -m bench.soak [--seconds 60] [--streams 1000] [--unary 16] [--rest 8]
+
+The server serves `dummy` (b FP32 [1,10] -> a = b + 1) and `upper`, a one-node Python graph. Every stream sends a
+text to `upper` and waits for its answer before the next one; unary clients call `dummy` over gRPC, REST clients
+over HTTP/1.1 with JSON. Every answer is checked. Reported per kind: requests, errors, p50/p99; and the server's
+RSS averaged over the first and the last tenth of the run (at least a second each) and the growth between them.
+tests/test_soak.py runs a short version of this in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import grpc
+import numpy as np
+
+from pyovms.demo import build_dummy
+from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+
+from .servers import start_pyovms
+from .streams import UPPER_GRAPH, UPPER_HANDLER
+
+STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@dataclass
+class Kind:
+    """Outcomes of one kind of client."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def row(self, name: str) -> str:
+        ms = np.array(self.latencies or [0.0]) * 1e3
+        p50, p99 = np.percentile(ms, [50, 99])
+        return f"| {name} | {len(self.latencies)} | {len(self.errors)} | {p50:.2f} | {p99:.2f} |"
+
+
+@dataclass
+class SoakResult:
+    kinds: dict[str, Kind]
+    rss_first_mb: float
+    rss_last_mb: float
+
+    @property
+    def errors(self) -> list[str]:
+        return [error for kind in self.kinds.values() for error in kind.errors]
+
+    @property
+    def growth(self) -> float:
+        return self.rss_last_mb / self.rss_first_mb - 1
+
+    def table(self) -> str:
+        lines = ["| clients | requests | errors | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+        lines += [kind.row(name) for name, kind in self.kinds.items()]
+        lines.append(
+            f"\nserver RSS: {self.rss_first_mb:.1f} MB at the start, {self.rss_last_mb:.1f} MB at the end "
+            f"({self.growth * 100:+.2f} %)"
+        )
+        return "\n".join(lines)
+
+
+def write_repository(root: Path) -> Path:
+    build_dummy(root / "dummy" / "1" / "model.xml")
+    (root / "upper").mkdir()
+    (root / "upper" / "graph.pbtxt").write_text(UPPER_GRAPH)
+    (root / "upper" / "upper.py").write_text(UPPER_HANDLER)
+    config = {"model_config_list": [{"config": {"name": "dummy", "base_path": "dummy"}}],
+              "mediapipe_config_list": [{"name": "upper"}]}  # fmt: skip
+    (root / "config.json").write_text(json.dumps(config))
+    return root / "config.json"
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
+async def soak(
+    address: str, rest_address: str, pid: int, seconds: float, streams: int, unary: int, rest: int
+) -> SoakResult:
+    """Run the mixed load for `seconds` against a server serving `write_repository`'s models."""
+    kinds = {"gRPC streams": Kind(), "gRPC unary": Kind(), "REST": Kind()}
+    stop_at = time.perf_counter() + seconds
+    x = np.arange(10, dtype=np.float32).reshape(1, 10)
+    unary_body = pb.ModelInferRequest(model_name="dummy")
+    unary_body.inputs.add(name="b", datatype="FP32", shape=[1, 10])
+    unary_body.raw_input_contents.append(x.tobytes())
+    rest_body = json.dumps(
+        {"inputs": [{"name": "b", "datatype": "FP32", "shape": [1, 10], "data": x.ravel().tolist()}]}
+    )
+
+    async def one_stream(channel: grpc.aio.Channel, index: int) -> None:
+        kind = kinds["gRPC streams"]
+        call = channel.stream_stream(
+            STREAM_INFER,
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelStreamInferResponse.FromString,
+        )()
+        sent = 0
+        try:
+            while sent == 0 or time.perf_counter() < stop_at:  # every stream sends at least once, however late
+                text = f"stream {index} message {sent}".encode()
+                request = pb.ModelInferRequest(model_name="upper")
+                request.inputs.add(name="text", datatype="UINT8", shape=[len(text)])
+                request.raw_input_contents.append(text)
+                started = time.perf_counter()
+                await call.write(request)
+                response = await call.read()
+                kind.latencies.append(time.perf_counter() - started)
+                if response.error_message or response.infer_response.raw_output_contents[0] != text.upper():
+                    kind.errors.append(response.error_message or "wrong answer")
+                sent += 1
+            await call.done_writing()
+            await call.read()
+        except grpc.RpcError as exc:
+            kind.errors.append(f"{exc.code()}: {exc.details()}")
+
+    async def one_unary(channel: grpc.aio.Channel) -> None:
+        kind = kinds["gRPC unary"]
+        method = channel.unary_unary(MODEL_INFER, response_deserializer=pb.ModelInferResponse.FromString)
+        body = unary_body.SerializeToString()
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            try:
+                response = await method(body, timeout=30)
+                kind.latencies.append(time.perf_counter() - started)
+                if np.frombuffer(response.raw_output_contents[0], np.float32).tolist() != (x + 1).ravel().tolist():
+                    kind.errors.append("wrong answer")
+            except grpc.RpcError as exc:
+                kind.errors.append(f"{exc.code()}: {exc.details()}")
+
+    async def one_rest(session: aiohttp.ClientSession) -> None:
+        kind = kinds["REST"]
+        url = f"http://{rest_address}/v2/models/dummy/infer"
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            async with session.post(url, data=rest_body) as response:
+                body = await response.json()
+            kind.latencies.append(time.perf_counter() - started)
+            if response.status != 200 or body["outputs"][0]["data"] != (x + 1).ravel().tolist():
+                kind.errors.append(f"HTTP {response.status}: {body}")
+
+    samples: list[tuple[float, float]] = []
+
+    async def sample_memory() -> None:
+        while time.perf_counter() < stop_at:
+            samples.append((time.perf_counter(), rss_mb(pid)))
+            await asyncio.sleep(0.2)
+
+    began = time.perf_counter()
+    async with (
+        grpc.aio.insecure_channel(address) as channel,
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as unary_channel,
+        aiohttp.ClientSession() as session,
+    ):
+        await asyncio.gather(
+            *(one_stream(channel, i) for i in range(streams)),
+            *(one_unary(unary_channel) for _ in range(unary)),
+            *(one_rest(session) for _ in range(rest)),
+            sample_memory(),
+        )
+    window = max(1.0, seconds / 10)
+    first = [mb for at, mb in samples if at - began <= window]
+    last = [mb for at, mb in samples if at >= stop_at - window]
+    return SoakResult(kinds, float(np.mean(first)), float(np.mean(last)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--unary", type=int, default=16)
+    parser.add_argument("--rest", type=int, default=8)
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of the same load before measuring")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_pyovms(write_repository(Path(tmp)), ["dummy", "upper"], [])
+        try:
+            pid = server.process.pid
+            if args.warmup:
+                asyncio.run(
+                    soak(server.address, server.rest_address, pid, args.warmup, args.streams, args.unary, args.rest)
+                )
+            result = asyncio.run(
+                soak(server.address, server.rest_address, pid, args.seconds, args.streams, args.unary, args.rest)
+            )
+        finally:
+            server.stop()
+    print(result.table())
+    for error in sorted(set(result.errors))[:10]:
+        print("error:", error)
+    return 1 if result.errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

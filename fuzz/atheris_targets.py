@@ -1,0 +1,102 @@
+"""Coverage-guided fuzz targets (atheris, libFuzzer) for the tensor codec and the REST body parser.
+
+  pip install -e '.[fuzz]'
+  python fuzz/atheris_targets.py codec -atheris_runs=200000 [corpus_dir]
+  python fuzz/atheris_targets.py rest -max_total_time=300 [corpus_dir]
+
+A target fails (and libFuzzer writes the crashing input) on any exception other than `ServingError`, or on a
+`ServingError` whose gRPC code would be INTERNAL or UNKNOWN: malformed input must get a client status. The last
+results are in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from pyovms.errors import ServingError
+    from pyovms.graphs import packets
+    from pyovms.grpc.status import grpc_code
+    from pyovms.inference import InferInput, InferRequest, TensorSpec
+    from pyovms.rest.infer_codec import parse_infer_request
+    from pyovms.shapes import Dim
+    from pyovms.tensor import tensor_from_input
+    from pyovms.validation import prepare_inputs
+
+import grpc
+
+DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+             "FP64", "BYTES", "BF16", "custom"]  # fmt: skip
+SPECS = [
+    {"b": TensorSpec("b", "FP32", "FP32", (Dim.static(1), Dim.static(10)), 0)},
+    {"b": TensorSpec("b", "FP16", "FP16", (Dim.any(), Dim(1, 8)), 0)},
+    {"b": TensorSpec("b", "BYTES", "STRING", (Dim.any(),), 0, bytes_hint="string")},
+    {"b": TensorSpec("b", "BYTES", "STRING", (Dim.any(), Dim.any()), 0, bytes_hint="string_2d")},
+    {"b": TensorSpec("b", "FP32", "FP32", (Dim.static(1), Dim(1, 64), Dim(1, 64), Dim.static(3)), 0,
+                     bytes_hint="image", layout="[N,H,W,C]")},
+]  # fmt: skip
+KINDS = [packets.OVTENSOR, packets.TENSOR, packets.IMAGE, packets.PY_TENSOR]
+
+
+def _client_error(call) -> None:
+    try:
+        call()
+    except ServingError as exc:
+        if grpc_code(exc.status) in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+            raise AssertionError(f"server-side status for a client error: {exc.message}") from exc
+
+
+def codec(data: bytes) -> None:
+    """One input tensor with drawn datatype, shape and raw buffer, through every decoder."""
+    fdp = atheris.FuzzedDataProvider(data)
+    datatype = fdp.PickValueInList(DATATYPES)
+    shape = tuple(fdp.ConsumeIntInRange(-(2**63), 2**63 - 1) if fdp.ConsumeBool() else fdp.ConsumeIntInRange(0, 16)
+                  for _ in range(fdp.ConsumeIntInRange(0, 4)))  # fmt: skip
+    raw = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 256))
+    tensor = InferInput("b", datatype, shape, raw=raw)
+    request = InferRequest("m", inputs=[tensor], raw_input_count=1)
+    for specs in SPECS:
+        _client_error(lambda specs=specs: _finish(prepare_inputs(specs, request)))
+    _client_error(lambda: tensor_from_input(tensor))
+    for kind in KINDS:
+        _client_error(lambda kind=kind: packets.to_packet(kind, tensor))
+
+
+def _finish(prepared: dict) -> None:
+    """Large string buffers are split later (on a thread in the server); split them here too."""
+    for value in prepared.values():
+        convert = getattr(value, "convert", None)
+        if convert is not None:
+            convert()
+
+
+def rest(data: bytes) -> None:
+    """A REST inference body (JSON part plus binary part) through the parser and the validator."""
+    fdp = atheris.FuzzedDataProvider(data)
+    header = fdp.PickValueInList([None, "0", "-1", "x", str(fdp.ConsumeIntInRange(0, 512))])
+    body = fdp.ConsumeBytes(fdp.remaining_bytes())
+    try:
+        request, _ = parse_infer_request(body, header, "m", "")
+    except ServingError as exc:
+        if grpc_code(exc.status) in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+            raise
+        return
+    for specs in SPECS:
+        _client_error(lambda specs=specs: _finish(prepare_inputs(specs, request)))
+
+
+TARGETS = {"codec": codec, "rest": rest}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
+        raise SystemExit(f"usage: {sys.argv[0]} {{{','.join(TARGETS)}}} [libFuzzer options] [corpus]")
+    target = TARGETS[sys.argv.pop(1)]
+    atheris.Setup(sys.argv, target)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
