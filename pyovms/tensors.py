@@ -121,13 +121,14 @@ def contents_values(datatype: Datatype, contents: Any) -> Sequence[Any]:
 
 
 def shape_overflows(shape: Sequence[int], itemsize: int) -> bool:
-    """Whether a shape of `itemsize`-byte elements declares more bytes than an array can hold. numpy counts the
-    dimensions without the zeros (a [0, 2, 2**62] FP32 shape is refused although it holds no element), so this
-    does too."""
-    size = itemsize
+    """Whether a shape of `itemsize`-byte elements is refused as overflowing: its byte size does not fit in 64 bits
+    (OVMS's rule), or it has a zero dimension and its other dimensions exceed what numpy can shape (numpy counts
+    the dimensions without the zeros, so a [0, 2, 2**62] FP32 shape cannot be made although it holds nothing)."""
+    total = nonzero = itemsize
     for n in shape:
-        size *= n or 1
-    return size >= 1 << 63
+        total *= n
+        nonzero *= n or 1
+    return total >= 1 << 64 or (total == 0 and nonzero >= 1 << 63)
 
 
 def decode_raw(datatype: Datatype, shape: Sequence[int], buffer: bytes | memoryview) -> np.ndarray:
