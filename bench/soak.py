@@ -1,10 +1,11 @@
 """Sustained load on one server: many gRPC streams, unary gRPC and REST clients at once; errors, p99 and memory.
 
-  python -m bench.soak [--seconds 60] [--streams 1000] [--unary 16] [--rest 8]
+  python -m bench.soak [--seconds 60] [--streams 1000] [--unary 4] [--rest 8] [--processes 4]
 
 The server serves `dummy` (b FP32 [1,10] -> a = b + 1) and `upper`, a one-node Python graph. Every stream sends a
 text to `upper` and waits for its answer before the next one; unary clients call `dummy` over gRPC, REST clients
-over HTTP/1.1 with JSON. Every answer is checked. Reported per kind: requests, errors, p50/p99; and the server's
+over HTTP/1.1 with JSON. Streams are spread over `--processes` client processes; unary and REST clients run in
+one more each. Every answer is checked. Reported per kind: requests, errors, p50/p99; and the server's
 RSS averaged over the first and the last tenth of the run (at least a second each) and the growth between them.
 tests/test_soak.py runs a short version of this in CI.
 """
@@ -14,8 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,10 +89,10 @@ def rss_mb(pid: int) -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
 
 
-async def soak(
-    address: str, rest_address: str, pid: int, seconds: float, streams: int, unary: int, rest: int
-) -> SoakResult:
-    """Run the mixed load for `seconds` against a server serving `write_repository`'s models."""
+async def client_load(
+    address: str, rest_address: str, seconds: float, streams: int, unary: int, rest: int, first_stream: int = 0
+) -> dict[str, Kind]:
+    """One client process's share of the load, for `seconds`: outcomes by kind of client."""
     kinds = {"gRPC streams": Kind(), "gRPC unary": Kind(), "REST": Kind()}
     stop_at = time.perf_counter() + seconds
     x = np.arange(10, dtype=np.float32).reshape(1, 10)
@@ -124,7 +127,7 @@ async def soak(
             await call.done_writing()
             await call.read()
         except grpc.RpcError as exc:
-            kind.errors.append(f"{exc.code()}: {exc.details()}")
+            kind.errors.append(f"{exc.code()}: {exc.details()} (stream {index}, after {sent} requests)")
 
     async def one_unary(channel: grpc.aio.Channel) -> None:
         kind = kinds["gRPC unary"]
@@ -151,50 +154,84 @@ async def soak(
             if response.status != 200 or body["outputs"][0]["data"] != (x + 1).ravel().tolist():
                 kind.errors.append(f"HTTP {response.status}: {body}")
 
-    samples: list[tuple[float, float]] = []
-
-    async def sample_memory() -> None:
-        while time.perf_counter() < stop_at:
-            samples.append((time.perf_counter(), rss_mb(pid)))
-            await asyncio.sleep(0.2)
-
-    began = time.perf_counter()
-    async with (
-        grpc.aio.insecure_channel(address) as channel,
-        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as unary_channel,
-        aiohttp.ClientSession() as session,
-    ):
+    async with grpc.aio.insecure_channel(address) as channel, aiohttp.ClientSession() as session:
         await asyncio.gather(
-            *(one_stream(channel, i) for i in range(streams)),
-            *(one_unary(unary_channel) for _ in range(unary)),
+            *(one_stream(channel, first_stream + i) for i in range(streams)),
+            *(one_unary(channel) for _ in range(unary)),
             *(one_rest(session) for _ in range(rest)),
-            sample_memory(),
         )
+    return kinds
+
+
+def _client_process(*args: object) -> dict[str, Kind]:
+    return asyncio.run(client_load(*args))  # type: ignore[arg-type]
+
+
+def _share(total: int, index: int, parts: int) -> int:
+    return total // parts + (1 if index < total % parts else 0)
+
+
+def soak(
+    address: str,
+    rest_address: str,
+    pid: int,
+    seconds: float,
+    streams: int,
+    unary: int,
+    rest: int,
+    processes: int = 4,
+) -> SoakResult:
+    """Run the mixed load for `seconds` against a server serving `write_repository`'s models, sampling the
+    server's RSS. The streams are spread over `processes` client processes; unary and REST clients run in one
+    more each: a grpc.aio client process busy with other traffic starves its own new calls (measured: unary calls
+    from another process are not slowed)."""
+    context = multiprocessing.get_context("spawn")
+    samples: list[tuple[float, float]] = []
+    with ProcessPoolExecutor(processes + 2, mp_context=context) as pool:
+        futures = [
+            pool.submit(_client_process, address, rest_address, seconds, 0, unary, 0),
+            pool.submit(_client_process, address, rest_address, seconds, 0, 0, rest),
+        ]
+        first = 0
+        for index in range(processes):
+            share = _share(streams, index, processes)
+            futures.append(pool.submit(_client_process, address, rest_address, seconds, share, 0, 0, first))
+            first += share
+        began = time.perf_counter()
+        while not all(future.done() for future in futures):
+            samples.append((time.perf_counter(), rss_mb(pid)))
+            time.sleep(0.2)
+        results = [future.result() for future in futures]
+    kinds = {name: Kind() for name in results[0]}
+    for result in results:
+        for name, kind in result.items():
+            kinds[name].latencies += kind.latencies
+            kinds[name].errors += kind.errors
+    ended = began + seconds
     window = max(1.0, seconds / 10)
-    first = [mb for at, mb in samples if at - began <= window]
-    last = [mb for at, mb in samples if at >= stop_at - window]
-    return SoakResult(kinds, float(np.mean(first)), float(np.mean(last)))
+    first_window = [mb for at, mb in samples if at - began <= window]
+    last_window = [mb for at, mb in samples if ended - window <= at <= ended]
+    return SoakResult(kinds, float(np.mean(first_window)), float(np.mean(last_window or first_window)))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--unary", type=int, default=16)
+    parser.add_argument("--unary", type=int, default=4)
     parser.add_argument("--rest", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of the same load before measuring")
+    parser.add_argument("--processes", type=int, default=4, help="client processes sharing the load")
+    parser.add_argument("--server-args", default="", help="extra pyovms flags, e.g. '--grpc_workers 2'")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_pyovms(write_repository(Path(tmp)), ["dummy", "upper"], [])
+        server = start_pyovms(write_repository(Path(tmp)), ["dummy", "upper"], args.server_args.split())
         try:
             pid = server.process.pid
+            load = (args.streams, args.unary, args.rest, args.processes)
             if args.warmup:
-                asyncio.run(
-                    soak(server.address, server.rest_address, pid, args.warmup, args.streams, args.unary, args.rest)
-                )
-            result = asyncio.run(
-                soak(server.address, server.rest_address, pid, args.seconds, args.streams, args.unary, args.rest)
-            )
+                soak(server.address, server.rest_address, pid, args.warmup, *load)
+            result = soak(server.address, server.rest_address, pid, args.seconds, *load)
         finally:
             server.stop()
     print(result.table())

@@ -11,6 +11,7 @@ results are in docs/reliability.md.
 
 from __future__ import annotations
 
+import json
 import sys
 
 import atheris
@@ -72,11 +73,53 @@ def _finish(prepared: dict) -> None:
             convert()
 
 
+def _value(fdp: atheris.FuzzedDataProvider, depth: int = 0) -> object:
+    """A JSON value drawn from the input, nested lists more often than not (tensor data is nested)."""
+    choice = fdp.ConsumeIntInRange(0, 7 if depth < 4 else 5)
+    if choice == 0:
+        return fdp.ConsumeInt(8)
+    if choice == 1:
+        return fdp.ConsumeRegularFloat()
+    if choice == 2:
+        return fdp.ConsumeUnicodeNoSurrogates(8)
+    if choice == 3:
+        return fdp.ConsumeBool()
+    if choice == 4:
+        return None
+    if choice == 5:
+        return fdp.ConsumeIntInRange(-3, 300)
+    if choice == 6:
+        return [_value(fdp, depth + 1) for _ in range(fdp.ConsumeIntInRange(0, 6))]
+    return {fdp.PickValueInList(["binary_data_size", "binary_data", "x"]): _value(fdp, depth + 1)}
+
+
 def rest(data: bytes) -> None:
-    """A REST inference body (JSON part plus binary part) through the parser and the validator."""
+    """A REST inference body (a KServe-shaped JSON document drawn from the input, or the raw bytes, plus a binary
+    part) through the parser and the validator."""
     fdp = atheris.FuzzedDataProvider(data)
-    header = fdp.PickValueInList([None, "0", "-1", "x", str(fdp.ConsumeIntInRange(0, 512))])
-    body = fdp.ConsumeBytes(fdp.remaining_bytes())
+    if fdp.ConsumeBool():
+        tensors_ = []
+        for _ in range(fdp.ConsumeIntInRange(0, 3)):
+            tensor: dict[str, object] = {"name": fdp.PickValueInList(["b", "x", ""]),
+                                         "datatype": fdp.PickValueInList(DATATYPES)}  # fmt: skip
+            if fdp.ConsumeBool():
+                tensor["shape"] = [fdp.ConsumeIntInRange(-2, 12) for _ in range(fdp.ConsumeIntInRange(0, 4))]
+            if fdp.ConsumeBool():
+                tensor["data"] = _value(fdp)
+            if fdp.ConsumeBool():
+                tensor["parameters"] = {"binary_data_size": _value(fdp)}
+            tensors_.append(tensor)
+        document: dict[str, object] = {"inputs": tensors_}
+        if fdp.ConsumeBool():
+            document["outputs"] = _value(fdp)
+        if fdp.ConsumeBool():
+            document["parameters"] = _value(fdp)
+        text = json.dumps(document).encode()
+        header = fdp.PickValueInList([None, str(len(text)), str(len(text) + 3), "-1"])
+        body = text + fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 128))
+    else:
+        header = fdp.PickValueInList([None, "0", "-1", "x", str(fdp.ConsumeIntInRange(0, 512))])
+        body = fdp.ConsumeBytes(fdp.remaining_bytes())
     try:
         request, _ = parse_infer_request(body, header, "m", "")
     except ServingError as exc:

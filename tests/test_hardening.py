@@ -195,6 +195,10 @@ def test_every_request_gets_exactly_one_answer_across_reload_and_shutdown(tmp_pa
         sent = sum(f.result(timeout=60) for f in senders)
     assert server.process.wait(30) == 0
     server.stop()
+    print(
+        f"{sent} requests sent, {len(outcomes)} answered:",
+        {c.name: [o for _, o in outcomes].count(c) for c in {o for _, o in outcomes}},
+    )
     assert len(outcomes) == sent  # exactly one answer per request
     before = [code for at, code in outcomes if at < shutdown_at]
     assert len(before) > 100
