@@ -32,6 +32,7 @@ POOL = pb.POOL
 
 DEFAULT_INPUT_STREAM_HANDLER = "DefaultInputStreamHandler"
 SYNC_SET_INPUT_STREAM_HANDLER = "SyncSetInputStreamHandler"
+IMMEDIATE_INPUT_STREAM_HANDLER = "ImmediateInputStreamHandler"
 
 _TAG = r"[A-Z_][A-Z0-9_]*"
 _INDEX = r"0|[1-9][0-9]*"

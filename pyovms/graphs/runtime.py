@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServingError, Status
-from .graph_config import NodeConfig, StreamRef
+from .graph_config import IMMEDIATE_INPUT_STREAM_HANDLER, SYNC_SET_INPUT_STREAM_HANDLER, NodeConfig, StreamRef
 
 if TYPE_CHECKING:
     from .calculators import Calculator
@@ -156,9 +156,9 @@ class NodeRun:
 
     def _input_sets(self) -> list[list[InputPort]]:
         handler = self.config.input_stream_handler
-        if handler == "ImmediateInputStreamHandler":
+        if handler == IMMEDIATE_INPUT_STREAM_HANDLER:
             return [[port] for port in self.ports]
-        if handler == "SyncSetInputStreamHandler":
+        if handler == SYNC_SET_INPUT_STREAM_HANDLER:
             by_tag = {port.tag_index: port for port in self.ports}
             sets = [[by_tag[t] for t in tags if t in by_tag] for tags in self.config.sync_sets]
             grouped = {port.tag_index for group in sets for port in group}
@@ -305,7 +305,3 @@ class GraphRun:
                 await node.calculator.close(node)
             except Exception:
                 log.debug("closing node %s after cancel failed", node.config.name, exc_info=True)
-
-    async def wait(self) -> None:
-        """Wait for every node to finish."""
-        await asyncio.gather(*self._tasks, return_exceptions=True)
