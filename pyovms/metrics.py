@@ -22,7 +22,7 @@ from .errors import ServingError, Status
 from .statistics import BUCKETS_US, Histogram
 
 if TYPE_CHECKING:  # imported lazily: the command line checks metric names without loading OpenVINO
-    from .repository import Repository
+    from .repository import Model, Repository
 
 DEFAULT = (
     "ovms_streams",
@@ -32,8 +32,14 @@ DEFAULT = (
     "ovms_request_time_us",
     "ovms_inference_time_us",
     "ovms_wait_for_infer_req_time_us",
+    "ovms_current_graphs",
+    "ovms_requests_accepted",
+    "ovms_requests_rejected",
+    "ovms_responses",
 )
-OPTIONAL = ("ovms_infer_req_queue_size", "ovms_infer_req_active")
+OPTIONAL = ("ovms_infer_req_queue_size", "ovms_infer_req_active", "ovms_graph_error")
+GRAPH_METRICS = ("ovms_requests_accepted", "ovms_requests_rejected", "ovms_responses")
+"""Counters of graph requests (`method` Unary or Stream; no version label), in this order in `_graph_outcomes`."""
 HELP = {
     "ovms_streams": ("gauge", "Number of OpenVINO execution streams."),
     "ovms_current_requests": ("gauge", "Number of inference requests currently in process."),
@@ -44,6 +50,11 @@ HELP = {
     "ovms_wait_for_infer_req_time_us": ("histogram", "Request waiting time in the scheduling queue."),
     "ovms_infer_req_queue_size": ("gauge", "Inference request queue size (nireq)."),
     "ovms_infer_req_active": ("gauge", "Number of currently consumed inference requests from the processing queue."),
+    "ovms_current_graphs": ("gauge", "Number of graph instances currently in use (unary requests and streams)."),
+    "ovms_requests_accepted": ("counter", "Number of requests to a graph that entered it."),
+    "ovms_requests_rejected": ("counter", "Number of requests to a graph refused before they entered it."),
+    "ovms_responses": ("counter", "Number of responses a graph sent."),
+    "ovms_graph_error": ("counter", "Number of graph runs that ended with an error."),
 }
 API = "KServe"
 INTERFACES = ("gRPC", "REST")
@@ -67,28 +78,25 @@ class Metrics:
         self.enabled = frozenset(enabled)
         self._outcomes: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
         self._request_time: dict[tuple[str, str, str], Histogram] = defaultdict(Histogram)
+        self._graph_outcomes: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        """Unary graph requests by (interface, name): accepted, rejected, responses."""
 
     def record(self, interface: str, method: str, name: str, version_text: str, ok: bool, seconds: float) -> None:
         """One KServe request of a front end; requests to unknown servables are not counted (no series exist)."""
-        version = self._version_label(name, version_text)
-        if version is None:
+        model = self.repository.lookup(name)
+        if model is None:
             return
-        if method == "ModelReady":
-            version = ""
+        version = "" if method == "ModelReady" else _version_label(model, version_text)
         self._outcomes[interface, method, name, version][0 if ok else 1] += 1
         if method == "ModelInfer" and ok:
             self._request_time[interface, name, version].add(int(seconds * 1e9))
-
-    def _version_label(self, name: str, version_text: str) -> str | None:
-        model = self.repository.lookup(name)
-        if model is None:
-            return None
-        if model.kind != "model":
-            return "1"
-        if version_text not in ("", "0"):
-            return version_text
-        entry = model.default_version()
-        return str(entry.version) if entry is not None else ""
+        if method == "ModelInfer" and model.kind == "graph":
+            counts = self._graph_outcomes[interface, name]
+            if ok:  # a unary graph request that failed is counted as refused, whatever stage it failed at
+                counts[0] += 1
+                counts[2] += 1
+            else:
+                counts[1] += 1
 
     def exposition(self) -> bytes:
         """The Prometheus text format (0.0.4) of every enabled metric."""
@@ -110,6 +118,9 @@ class Metrics:
                     yield model.name, str(version), entry.servable
 
     def _samples(self, metric: str, versions: list[tuple[str, str, object]]) -> Iterator[str]:
+        if metric in GRAPH_METRICS or metric in ("ovms_current_graphs", "ovms_graph_error"):
+            yield from self._graph_samples(metric, versions)
+            return
         if metric in ("ovms_requests_success", "ovms_requests_fail"):
             outcomes = dict(self._outcomes)
             for name, version, _ in versions:
@@ -147,6 +158,38 @@ class Metrics:
                     yield _sample(metric, labels, pool.size)
                 elif metric == "ovms_infer_req_active" and pool is not None:
                     yield _sample(metric, labels, pool.active)
+
+    def _graph_samples(self, metric: str, versions: list[tuple[str, str, object]]) -> Iterator[str]:
+        """Graph series: unary counts from `record`, stream counts and gauges from each graph's counters."""
+        graphs = [(name, servable) for name, _, servable in versions if hasattr(servable, "counters")]
+        for name, graph in graphs:
+            counters = graph.counters  # type: ignore[attr-defined]
+            if metric == "ovms_current_graphs":
+                yield _sample(metric, {"name": name}, counters.runs)
+            elif metric == "ovms_graph_error":
+                yield _sample(metric, {"name": name}, counters.errors)
+            else:
+                column = GRAPH_METRICS.index(metric)
+                for interface in INTERFACES:
+                    value = self._graph_outcomes.get((interface, name), [0, 0, 0])[column]
+                    yield _sample(metric, _graph_labels(interface, "Unary", name), value)
+                stream = (counters.stream_accepted, counters.stream_rejected, counters.stream_responses)[column]
+                yield _sample(metric, _graph_labels("gRPC", "Stream", name), stream)
+
+
+def _version_label(model: Model, version_text: str) -> str:
+    """The `version` label of a request: the version it named, else the default one; "1" for pipelines and
+    graphs."""
+    if model.kind != "model":
+        return "1"
+    if version_text not in ("", "0"):
+        return version_text
+    entry = model.default_version()
+    return str(entry.version) if entry is not None else ""
+
+
+def _graph_labels(interface: str, method: str, name: str) -> dict[str, str]:
+    return {"api": API, "interface": interface, "method": method, "name": name}
 
 
 def _labels(labels: dict[str, str]) -> str:

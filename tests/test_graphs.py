@@ -22,7 +22,10 @@ from .server_process import ServerProcess, serve_config
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("graphs")
-    process = serve_config(root, graph_repository.build(root), "--metrics_enable")
+    metrics = "ovms_requests_success,ovms_current_graphs,ovms_requests_accepted,ovms_requests_rejected,ovms_responses"
+    process = serve_config(
+        root, graph_repository.build(root), "--metrics_enable", "--metrics_list", metrics + ",ovms_graph_error"
+    )
     yield process
     process.stop()
 
@@ -303,15 +306,46 @@ def test_graph_that_fails_to_load_is_not_ready_and_answers_unavailable(client, n
     assert reason in error.message()
 
 
-def test_graph_requests_are_counted_in_metrics(client, server):
+def _metrics(server: ServerProcess) -> dict[str, float]:
     import urllib.request
 
-    client.infer("upper", [_text("text", [b"counted"])])
     with urllib.request.urlopen(f"http://{server.rest_address}/metrics", timeout=10) as response:
         text = response.read().decode()
-    line = 'ovms_requests_success{api="KServe",interface="gRPC",method="ModelInfer",name="upper",version="1"}'
-    count = next(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
-    assert count >= 1
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"}
+
+
+def test_graph_requests_are_counted_in_metrics(client, server):
+    def count(metric: str, name: str, method: str = "Unary") -> float:
+        labels = f'api="KServe",interface="gRPC",method="{method}",name="{name}"'
+        return _metrics(server).get(f"{metric}{{{labels}}}", -1)
+
+    success = 'ovms_requests_success{api="KServe",interface="gRPC",method="ModelInfer",name="upper",version="1"}'
+    before = _metrics(server)
+    unary = (count("ovms_requests_accepted", "upper"), count("ovms_requests_rejected", "upper"))
+    stream = [count(m, "upper", "Stream") for m in GRAPH_COUNTERS]
+    errors = _metrics(server)['ovms_graph_error{name="moody"}']
+    client.infer("upper", [_text("text", [b"counted"])])
+    _error(lambda: client.infer("upper", [_text("wrong", [b"x"])]))
+    _error(lambda: client.infer("moody", [_text("text", [b"boom"])]))
+    request = service_pb2.ModelInferRequest(model_name="upper")
+    request.inputs.add(name="text", datatype="UINT8", shape=[2])
+    request.raw_input_contents.append(b"ok")
+    bad = service_pb2.ModelInferRequest(model_name="upper")
+    bad.inputs.add(name="nope", datatype="UINT8", shape=[1])
+    bad.raw_input_contents.append(b"x")
+    assert len(list(server.stub.ModelStreamInfer(iter([request, bad, request]), timeout=10))) == 3
+    after = _metrics(server)
+    assert after[success] == before[success] + 1
+    assert (count("ovms_requests_accepted", "upper"), count("ovms_requests_rejected", "upper")) == (
+        unary[0] + 1,
+        unary[1] + 1,
+    )
+    assert [count(m, "upper", "Stream") for m in GRAPH_COUNTERS] == [stream[0] + 2, stream[1] + 1, stream[2] + 2]
+    assert after['ovms_graph_error{name="moody"}'] == errors + 1
+    assert after['ovms_current_graphs{name="upper"}'] == 0
+
+
+GRAPH_COUNTERS = ("ovms_requests_accepted", "ovms_requests_rejected", "ovms_responses")
 
 
 def test_config_status_lists_graphs(rest):

@@ -42,6 +42,21 @@ RESERVED_SIDE_PACKET = "py"
 GRAPH_VERSION = "1"
 
 
+@dataclass(slots=True)
+class GraphCounters:
+    """Counts behind OVMS's graph metrics, updated on the event loop."""
+
+    runs: int = 0
+    """Graph runs alive (a unary request's or a stream's)."""
+    errors: int = 0
+    """Runs that ended with a graph error."""
+    stream_accepted: int = 0
+    """Stream requests whose inputs went into the graph."""
+    stream_rejected: int = 0
+    """Stream requests answered in-stream with an error instead."""
+    stream_responses: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedNode:
     config: NodeConfig
@@ -64,6 +79,8 @@ class Graph:
         self.inputs: Mapping[str, TensorSpec] = {n: _any_tensor(n) for n in sorted(self.input_kinds)}
         self.outputs: Mapping[str, TensorSpec] = {n: _any_tensor(n) for n in sorted(self.output_kinds)}
         self.statistics = InferStatistics()
+        self.counters = GraphCounters()
+        """What the graph metrics report (`ovms_current_graphs`, stream requests and responses, graph errors)."""
         self.pooled = config.queue_size not in (None, "0") and os.environ.get("OVMS_GRAPH_QUEUE_OFF") != "1"
         """`# OVMS_GRAPH_QUEUE_MAX_SIZE` asks for a pool of graphs: runs are cheap here, so only its rule (no side
         packets from requests) applies."""
@@ -133,7 +150,15 @@ class Graph:
         for node in run.nodes:
             node.calculator.start(node)
         run.start()
+        self.counters.runs += 1
         return run
+
+    async def _end(self, run: GraphRun) -> None:
+        """Stop what is left of a run and count it out."""
+        await run.cancel()
+        self.counters.runs -= 1
+        if run.error is not None:
+            self.counters.errors += 1
 
     def _check_inputs(self, request: InferRequest, unary: bool) -> None:
         if self.whole_request:
@@ -185,7 +210,7 @@ class Graph:
                     break
                 first.setdefault(item[0], item[1])
         finally:
-            await run.cancel()
+            await self._end(run)
         if len(first) < len(self.output_kinds):
             missing = sorted(set(self.output_kinds) - set(first))
             raise ServingError(
@@ -206,13 +231,16 @@ class Graph:
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         reader = asyncio.create_task(self._read(first, requests, run, events), name=f"graph {self.name} reader")
         pump = asyncio.create_task(self._pump(run, events), name=f"graph {self.name} outputs")
+        counters = self.counters
         try:
             while True:
                 kind, value = await events.get()
                 if kind == "output":
                     name, packet = value
+                    counters.stream_responses += 1
                     yield self._response({name: packet})
                 elif kind == "error":
+                    counters.stream_rejected += 1
                     yield value
                 elif kind == "fatal":
                     raise value
@@ -222,7 +250,7 @@ class Graph:
             reader.cancel()
             pump.cancel()
             await asyncio.gather(reader, pump, return_exceptions=True)
-            await run.cancel()
+            await self._end(run)
 
     async def _pump(self, run: GraphRun, events: asyncio.Queue[tuple[str, Any]]) -> None:
         try:
@@ -282,6 +310,7 @@ class Graph:
             return last
         for name, payload in payloads:
             run.add(name, payload, timestamp)  # a timestamp that does not increase fails the graph
+        self.counters.stream_accepted += 1
         return timestamp
 
 
