@@ -1,12 +1,13 @@
 """Sustained load on one server: many gRPC streams, unary gRPC and REST clients at once; errors, p99 and memory.
 
-  python -m bench.soak [--seconds 60] [--streams 1000] [--unary 4] [--rest 8] [--processes 4]
+  python -m bench.soak [--seconds 60] [--settle 10] [--streams 1000] [--unary 4] [--rest 8] [--processes 4]
 
 The server serves `dummy` (b FP32 [1,10] -> a = b + 1) and `upper`, a one-node Python graph. Every stream sends a
 text to `upper` and waits for its answer before the next one; unary clients call `dummy` over gRPC, REST clients
 over HTTP/1.1 with JSON. Streams are spread over `--processes` client processes; unary and REST clients run in
 one more each. Every answer is checked. Reported per kind: requests, errors, p50/p99; and the server's
-RSS averaged over the first and the last tenth of the run (at least a second each) and the growth between them.
+RSS averaged over the first tenth of the run after `--settle` seconds and over the last tenth (at least a second
+each), and the growth between them.
 tests/test_soak.py runs a short version of this in CI.
 """
 
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -180,22 +182,24 @@ def soak(
     unary: int,
     rest: int,
     processes: int = 4,
+    settle: float = 0.0,
 ) -> SoakResult:
-    """Run the mixed load for `seconds` against a server serving `write_repository`'s models, sampling the
-    server's RSS. The streams are spread over `processes` client processes; unary and REST clients run in one
-    more each: a grpc.aio client process busy with other traffic starves its own new calls (measured: unary calls
-    from another process are not slowed)."""
+    """Run the mixed load for `settle` + `seconds` against a server serving `write_repository`'s models, sampling
+    the server's RSS: the first window starts after `settle` (all streams open, caches warm), the last one ends the
+    run; each lasts a tenth of `seconds` (at least 1 s). The streams are spread over `processes` client
+    processes; unary and REST clients run in one more each, so that no client process's own new calls wait behind
+    its streams."""
     context = multiprocessing.get_context("spawn")
     samples: list[tuple[float, float]] = []
     with ProcessPoolExecutor(processes + 2, mp_context=context) as pool:
         futures = [
-            pool.submit(_client_process, address, rest_address, seconds, 0, unary, 0),
-            pool.submit(_client_process, address, rest_address, seconds, 0, 0, rest),
+            pool.submit(_client_process, address, rest_address, settle + seconds, 0, unary, 0),
+            pool.submit(_client_process, address, rest_address, settle + seconds, 0, 0, rest),
         ]
         first = 0
         for index in range(processes):
             share = _share(streams, index, processes)
-            futures.append(pool.submit(_client_process, address, rest_address, seconds, share, 0, 0, first))
+            futures.append(pool.submit(_client_process, address, rest_address, settle + seconds, share, 0, 0, first))
             first += share
         began = time.perf_counter()
         while not all(future.done() for future in futures):
@@ -207,11 +211,15 @@ def soak(
         for name, kind in result.items():
             kinds[name].latencies += kind.latencies
             kinds[name].errors += kind.errors
-    ended = began + seconds
+    ended = began + settle + seconds
     window = max(1.0, seconds / 10)
-    first_window = [mb for at, mb in samples if at - began <= window]
+    first_window = [mb for at, mb in samples if began + settle <= at <= began + settle + window]
     last_window = [mb for at, mb in samples if ended - window <= at <= ended]
     return SoakResult(kinds, float(np.mean(first_window)), float(np.mean(last_window or first_window)))
+
+
+def _cpus(text: str) -> set[int]:
+    return {int(cpu) for cpu in text.split(",")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,17 +228,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--unary", type=int, default=4)
     parser.add_argument("--rest", type=int, default=8)
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of the same load before measuring")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds of load before the first RSS window")
     parser.add_argument("--processes", type=int, default=4, help="client processes sharing the load")
     parser.add_argument("--server-args", default="", help="extra pyovms flags, e.g. '--grpc_workers 2'")
+    parser.add_argument("--server-cpus", default="", help="pin the server to these CPUs, e.g. '0'")
+    parser.add_argument("--client-cpus", default="", help="pin the clients to these CPUs, e.g. '1'")
     args = parser.parse_args(argv)
+    if args.client_cpus:  # the client processes inherit it
+        os.sched_setaffinity(0, _cpus(args.client_cpus))
     with tempfile.TemporaryDirectory() as tmp:
         server = start_pyovms(write_repository(Path(tmp)), ["dummy", "upper"], args.server_args.split())
         try:
             pid = server.process.pid
-            load = (args.streams, args.unary, args.rest, args.processes)
-            if args.warmup:
-                soak(server.address, server.rest_address, pid, args.warmup, *load)
+            if args.server_cpus:
+                for thread in os.listdir(f"/proc/{pid}/task"):
+                    os.sched_setaffinity(int(thread), _cpus(args.server_cpus))
+            load = (args.streams, args.unary, args.rest, args.processes, args.settle)
             result = soak(server.address, server.rest_address, pid, args.seconds, *load)
         finally:
             server.stop()

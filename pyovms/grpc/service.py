@@ -30,6 +30,9 @@ SERVICE_NAME = "inference.GRPCInferenceService"
 INTERFACE = "gRPC"
 """The `interface` label of this front end's metrics."""
 
+UNREQUESTED_CALL_WAIT_S = 600
+"""How long an arrived call may wait for the server to take it (`--grpc_channel_arguments` can change it)."""
+
 M = TypeVar("M", bound=Message)
 
 
@@ -202,6 +205,9 @@ async def start_grpc_server(
         "grpc.max_send_message_length": max_message_size,
         "grpc.max_receive_message_length": max_message_size,
         "grpc.so_reuseport": int(share_port),
+        # grpc.aio takes new calls from gRPC core one per event-loop turn; under heavy load calls wait for it, and
+        # core cancels a call that waited 30 s (its default). Clients' deadlines still apply.
+        "grpc.server_max_unrequested_time_in_server": UNREQUESTED_CALL_WAIT_S,
     }
     options.update(dict(channel_arguments))
     grpc_server = grpc.aio.server(options=list(options.items()))
