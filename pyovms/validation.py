@@ -124,17 +124,29 @@ def _prepare(spec: TensorSpec, tensor: InferInput) -> Prepared:
     if datatype is None or tensor.datatype != spec.datatype:
         raise ServingError(Status.INVALID_PRECISION, f"Expected: {spec.precision}; Actual: {tensor.datatype}; {where}")
     check_dims(spec, shape, where)
-    count = element_count(shape)
+    return decode_numeric(tensor, where)
+
+
+def decode_numeric(tensor: InferInput, where: str, no_data_is_raw: bool = False) -> np.ndarray:
+    """The array of a numeric input of a known datatype, its size checked against its shape (OVMS's messages).
+
+    An input with neither raw data nor contents is counted as contents (`Actual: 0 values`), or as raw data
+    (`Actual: 0 bytes`) with `no_data_is_raw`, as OVMS's graph deserialization reports it.
+    """
+    datatype = tensors.DATATYPES[tensor.datatype]
     assert datatype.dtype is not None
+    shape = tensor.shape
+    count = element_count(shape)
     expected = count * datatype.dtype.itemsize
     if tensors.shape_overflows(shape, datatype.dtype.itemsize):
         raise ServingError(Status.INVALID_CONTENT_SIZE, f"Shape dimensions overflow; {where}")
-    if tensor.raw is not None:
-        if len(tensor.raw) != expected:
+    if tensor.raw is not None or (no_data_is_raw and tensor.contents is None):
+        actual = 0 if tensor.raw is None else len(tensor.raw)
+        if actual != expected:
             raise ServingError(
-                Status.INVALID_CONTENT_SIZE, f"Expected: {expected} bytes; Actual: {len(tensor.raw)} bytes; {where}"
+                Status.INVALID_CONTENT_SIZE, f"Expected: {expected} bytes; Actual: {actual} bytes; {where}"
             )
-        return tensors.decode_raw(datatype, shape, tensor.raw)
+        return tensors.decode_raw(datatype, shape, tensor.raw or b"")
     values = tensors.contents_values(datatype, tensor.contents)
     if len(values) != count:
         raise ServingError(

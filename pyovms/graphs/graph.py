@@ -184,9 +184,9 @@ class Graph:
 
     def _response(self, packets_by_output: Mapping[str, Packet], request_id: str = "") -> InferResponse:
         outputs: list[InferOutput] = []
-        for name in sorted(packets_by_output):
-            outputs.extend(packets.to_outputs(name, packets_by_output[name].payload))
-        outputs.sort(key=lambda output: output.name)
+        for name, packet in packets_by_output.items():
+            outputs.extend(packets.to_outputs(name, packet.payload))
+        outputs.sort(key=lambda output: output.name)  # by the names on the wire (a Tensor keeps its own)
         timestamp = max(packet.timestamp for packet in packets_by_output.values())
         return InferResponse(self.name, GRAPH_VERSION, request_id, outputs, {TIMESTAMP_PARAMETER: timestamp})
 

@@ -22,8 +22,9 @@ import numpy as np
 from .. import tensors
 from ..errors import ServingError, Status
 from ..inference import InferInput, InferOutput, InferRequest, InferResponse
-from ..shapes import element_count, format_dims
+from ..shapes import format_dims
 from ..tensor import Tensor, tensor_from_input, tensor_to_output
+from ..validation import decode_numeric
 
 OVTENSOR = "OVTENSOR"
 PY_TENSOR = "OVMS_PY_TENSOR"
@@ -72,7 +73,7 @@ def to_packet(kind: str, tensor: InferInput) -> Any:
         )
     if kind == IMAGE:
         _check_image(tensor, where)
-    return _array(tensor, where)
+    return decode_numeric(tensor, where, no_data_is_raw=True)
 
 
 def _check_image(tensor: InferInput, where: str) -> None:
@@ -88,29 +89,6 @@ def _check_image(tensor: InferInput, where: str) -> None:
         )
     if tensor.raw is None:
         raise ServingError(Status.INVALID_CONTENT_SIZE, f"IMAGE data must come in raw_input_contents; {where}")
-
-
-def _array(tensor: InferInput, where: str) -> np.ndarray:
-    """The numpy array of a numeric input, checking its size as the model path does."""
-    datatype = tensors.DATATYPES[tensor.datatype]
-    assert datatype.dtype is not None
-    count = element_count(tensor.shape)
-    expected = count * datatype.dtype.itemsize
-    if tensors.shape_overflows(tensor.shape, datatype.dtype.itemsize):
-        raise ServingError(Status.INVALID_CONTENT_SIZE, f"Shape dimensions overflow; {where}")
-    if tensor.raw is not None or tensor.contents is None:
-        actual = len(tensor.raw) if tensor.raw is not None else 0
-        if actual != expected:
-            raise ServingError(
-                Status.INVALID_CONTENT_SIZE, f"Expected: {expected} bytes; Actual: {actual} bytes; {where}"
-            )
-        return tensors.decode_raw(datatype, tensor.shape, tensor.raw or b"")
-    values = tensors.contents_values(datatype, tensor.contents)
-    if len(values) != count:
-        raise ServingError(
-            Status.INVALID_VALUE_COUNT, f"Expected: {count} values; Actual: {len(values)} values; {where}"
-        )
-    return tensors.decode_contents(datatype, tensor.shape, tensor.contents)
 
 
 def to_outputs(name: str, payload: Any) -> list[InferOutput]:
