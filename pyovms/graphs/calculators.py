@@ -95,9 +95,6 @@ class Calculator:
     def start(self, node: NodeRun) -> None:
         """Called when the run starts, before any packet flows (set output side packets here)."""
 
-    async def open(self, node: NodeRun) -> None:
-        """Called in the node's task before its first packet."""
-
     async def process(self, node: NodeRun, timestamp: int, inputs: Inputs) -> None:
         raise NotImplementedError
 

@@ -187,7 +187,6 @@ class NodeRun:
 
     async def run(self) -> None:
         try:
-            await self.calculator.open(self)
             while self.ports:
                 self._event.clear()
                 found = self._next()
@@ -297,10 +296,11 @@ class GraphRun:
 
     async def cancel(self) -> None:
         """Stop every node (a client went away, or a unary call has what it needs) and wait for them."""
+        stopped = [node for node, task in zip(self.nodes, self._tasks, strict=True) if not task.done()]
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for node in self.nodes:  # a generator stopped half-way is closed
+        for node in stopped:  # closed here, as they did not finish (a generator stopped half-way)
             try:
                 await node.calculator.close(node)
             except Exception:
