@@ -1,13 +1,15 @@
 """Sustained load on one server: many gRPC streams, unary gRPC and REST clients at once; errors, p99 and memory.
 
   python -m bench.soak [--seconds 60] [--settle 10] [--streams 1000] [--unary 4] [--rest 8] [--processes 4]
+                       [--stream-rate 1] [--unary-rate 20] [--rest-rate 100]
 
 The server serves `dummy` (b FP32 [1,10] -> a = b + 1) and `upper`, a one-node Python graph. Every stream sends a
 text to `upper` and waits for its answer before the next one; unary clients call `dummy` over gRPC, REST clients
-over HTTP/1.1 with JSON. Streams are spread over `--processes` client processes; unary and REST clients run in
-one more each. Every answer is checked. Reported per kind: requests, errors, p50/p99; and the server's
-RSS averaged over the first tenth of the run after `--settle` seconds and over the last tenth (at least a second
-each), and the growth between them.
+over HTTP/1.1 with JSON. Each client sends at most its `--*-rate` requests per second (a steady load below the
+server's capacity, as in production); a rate of 0 sends as fast as answers come back (saturation). Streams are
+spread over `--processes` client processes; unary and REST clients run in one more each. Every answer is checked.
+Reported per kind: requests, errors, p50/p99; and the server's RSS averaged over the first tenth of the run after
+`--settle` seconds and over the last tenth (at least a second each), and the growth between them.
 tests/test_soak.py runs a short version of this in CI.
 """
 
@@ -18,6 +20,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import random
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -91,8 +94,44 @@ def rss_mb(pid: int) -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
 
 
+@dataclass(frozen=True)
+class Rates:
+    """Requests per second each client sends at most, by kind; 0 = as fast as answers come back."""
+
+    stream: float = 1.0
+    unary: float = 20.0
+    rest: float = 100.0
+
+
+SATURATE = Rates(0, 0, 0)
+
+
+class Pace:
+    """Spaces one client's requests `1 / rate` seconds apart, from a random phase so that thousands of clients
+    do not send in lockstep. A client that fell behind sends at once and then keeps the spacing (no burst)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1 / rate if rate else 0.0
+        self.next_at = time.perf_counter() + random.uniform(0, self.interval)
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        delay = self.next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self.next_at = max(self.next_at, time.perf_counter()) + self.interval
+
+
 async def client_load(
-    address: str, rest_address: str, seconds: float, streams: int, unary: int, rest: int, first_stream: int = 0
+    address: str,
+    rest_address: str,
+    seconds: float,
+    streams: int,
+    unary: int,
+    rest: int,
+    first_stream: int = 0,
+    rates: Rates = SATURATE,
 ) -> dict[str, Kind]:
     """One client process's share of the load, for `seconds`: outcomes by kind of client."""
     kinds = {"gRPC streams": Kind(), "gRPC unary": Kind(), "REST": Kind()}
@@ -113,8 +152,10 @@ async def client_load(
             response_deserializer=pb.ModelStreamInferResponse.FromString,
         )()
         sent = 0
+        pace = Pace(rates.stream)
         try:
             while sent == 0 or time.perf_counter() < stop_at:  # every stream sends at least once, however late
+                await pace.wait()
                 text = f"stream {index} message {sent}".encode()
                 request = pb.ModelInferRequest(model_name="upper")
                 request.inputs.add(name="text", datatype="UINT8", shape=[len(text)])
@@ -135,7 +176,9 @@ async def client_load(
         kind = kinds["gRPC unary"]
         method = channel.unary_unary(MODEL_INFER, response_deserializer=pb.ModelInferResponse.FromString)
         body = unary_body.SerializeToString()
+        pace = Pace(rates.unary)
         while time.perf_counter() < stop_at:
+            await pace.wait()
             started = time.perf_counter()
             try:
                 response = await method(body, timeout=30)
@@ -148,7 +191,9 @@ async def client_load(
     async def one_rest(session: aiohttp.ClientSession) -> None:
         kind = kinds["REST"]
         url = f"http://{rest_address}/v2/models/dummy/infer"
+        pace = Pace(rates.rest)
         while time.perf_counter() < stop_at:
+            await pace.wait()
             started = time.perf_counter()
             async with session.post(url, data=rest_body) as response:
                 body = await response.json()
@@ -183,6 +228,7 @@ def soak(
     rest: int,
     processes: int = 4,
     settle: float = 0.0,
+    rates: Rates = SATURATE,
 ) -> SoakResult:
     """Run the mixed load for `settle` + `seconds` against a server serving `write_repository`'s models, sampling
     the server's RSS: the first window starts after `settle` (all streams open, caches warm), the last one ends the
@@ -193,13 +239,15 @@ def soak(
     samples: list[tuple[float, float]] = []
     with ProcessPoolExecutor(processes + 2, mp_context=context) as pool:
         futures = [
-            pool.submit(_client_process, address, rest_address, settle + seconds, 0, unary, 0),
-            pool.submit(_client_process, address, rest_address, settle + seconds, 0, 0, rest),
+            pool.submit(_client_process, address, rest_address, settle + seconds, 0, unary, 0, 0, rates),
+            pool.submit(_client_process, address, rest_address, settle + seconds, 0, 0, rest, 0, rates),
         ]
         first = 0
         for index in range(processes):
             share = _share(streams, index, processes)
-            futures.append(pool.submit(_client_process, address, rest_address, settle + seconds, share, 0, 0, first))
+            futures.append(
+                pool.submit(_client_process, address, rest_address, settle + seconds, share, 0, 0, first, rates)
+            )
             first += share
         began = time.perf_counter()
         while not all(future.done() for future in futures):
@@ -230,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest", type=int, default=8)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds of load before the first RSS window")
     parser.add_argument("--processes", type=int, default=4, help="client processes sharing the load")
+    parser.add_argument("--stream-rate", type=float, default=Rates.stream, help="requests/s per stream, 0 = max")
+    parser.add_argument("--unary-rate", type=float, default=Rates.unary, help="requests/s per unary client, 0 = max")
+    parser.add_argument("--rest-rate", type=float, default=Rates.rest, help="requests/s per REST client, 0 = max")
     parser.add_argument("--server-args", default="", help="extra pyovms flags, e.g. '--grpc_workers 2'")
     parser.add_argument("--server-cpus", default="", help="pin the server to these CPUs, e.g. '0'")
     parser.add_argument("--client-cpus", default="", help="pin the clients to these CPUs, e.g. '1'")
@@ -244,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                 for thread in os.listdir(f"/proc/{pid}/task"):
                     os.sched_setaffinity(int(thread), _cpus(args.server_cpus))
             load = (args.streams, args.unary, args.rest, args.processes, args.settle)
-            result = soak(server.address, server.rest_address, pid, args.seconds, *load)
+            rates = Rates(args.stream_rate, args.unary_rate, args.rest_rate)
+            result = soak(server.address, server.rest_address, pid, args.seconds, *load, rates=rates)
         finally:
             server.stop()
     print(result.table())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -75,6 +76,22 @@ class ServerProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"pyovms was not ready within {timeout} s:\n{self.log()}")
+
+    def reload_config(self) -> int:
+        """POST /v1/config/reload; the HTTP status (200 nothing changed, 201 reloaded)."""
+        connection = http.client.HTTPConnection(self.rest_address, timeout=60)
+        try:
+            connection.request("POST", "/v1/config/reload")
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        finally:
+            connection.close()
+
+    def rss_mb(self) -> float:
+        """The server's resident memory."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
 
     def stop(self) -> int | None:
         self.channel.close()

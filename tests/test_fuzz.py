@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -230,11 +229,6 @@ def server(tmp_path_factory):
     process.stop()
 
 
-def _rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
-
-
 @pytest.fixture(scope="module")
 def raw_infer(server):
     """ModelInfer taking the request's bytes as they are (garbage included)."""
@@ -287,7 +281,7 @@ def test_thousands_of_inputs(server):
 def test_server_memory_stays_bounded_after_fuzzing(server):
     """Runs after the wire fuzzers in this module: the server is up and its RSS is within reason."""
     assert server.stub.ServerLive(pb_live(), timeout=10).live
-    assert _rss_mb(server.process.pid) < 1500
+    assert server.rss_mb() < 1500
 
 
 def pb_live():

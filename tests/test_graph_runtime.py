@@ -4,6 +4,7 @@ calculator (what each process call received)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -134,3 +135,35 @@ node {
         return outputs
 
     assert asyncio.run(scenario()) == [("out", 3, 100), ("out", 2, 101), ("out", 1, 102), ("out", 0, 103)]
+
+
+def test_a_released_run_leaves_no_reference_cycles():
+    """Once released, a run is freed by reference counting alone: nothing waits for the cyclic garbage collector,
+    which a busy server runs rarely (a retired graph's handler and its memory would stay until it did)."""
+    config = parse_graph_config(_graph())
+
+    async def one_run() -> None:
+        recorder = Recorder(config.nodes[0], None)
+        recorder.calls = []
+        run = GraphRun([(config.nodes[0], recorder)], config.input_streams, config.output_streams, {})
+        run.start()
+        run.add("a", 1, 0)
+        run.add("b", 2, 0)
+        run.close_inputs()
+        assert (await run.next_output())[1].payload == 3
+        await run.cancel()
+        run.release()
+
+    async def main() -> None:
+        await one_run()  # warm-up: lazily created module state is not garbage
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                await one_run()
+            await asyncio.sleep(0)
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+
+    asyncio.run(main())

@@ -3,7 +3,6 @@ packets, timestamps, metadata and readiness, and the errors of each, on a real s
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 
@@ -401,17 +400,6 @@ def test_graph_queue_refuses_side_packets(client):
     )
 
 
-def _reload(server: ServerProcess) -> int:
-    connection = http.client.HTTPConnection(server.rest_address, timeout=60)
-    try:
-        connection.request("POST", "/v1/config/reload")
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
-
-
 def test_reload_rebuilds_changed_graphs_and_finalizes_removed_ones(tmp_path):
     graph_dir = tmp_path / "counted"
     graph_dir.mkdir()
@@ -429,20 +417,20 @@ def test_reload_rebuilds_changed_graphs_and_finalizes_removed_ones(tmp_path):
             return client.infer("counted", [x]).as_numpy("y").tobytes()
 
         assert call() == b"x-v1"
-        assert _reload(server) == 200  # nothing changed
+        assert server.reload_config() == 200  # nothing changed
         (graph_dir / "counted.py").write_text(graph_repository.HANDLERS["counted.py"].replace("-v1", "-v2"))
         (graph_dir / "graph.pbtxt").write_text("# edited\n" + graph_repository.GRAPHS["counted"])
-        assert _reload(server) == 201
+        assert server.reload_config() == 201
         assert call() == b"x-v2"
         assert marker.read_text() == "-v1\n"
         (tmp_path / "config.json").write_text(json.dumps({"model_config_list": []}))
-        assert _reload(server) == 201
+        assert server.reload_config() == 201
         error = _error(call)
         assert error.status() == "StatusCode.NOT_FOUND"
         assert error.message() == "Mediapipe is retired - name: counted"
         assert marker.read_text() == "-v1\n-v2\n"
         (tmp_path / "config.json").write_text(json.dumps(config))
-        assert _reload(server) == 201
+        assert server.reload_config() == 201
         assert call() == b"x-v2"
     finally:
         server.stop()

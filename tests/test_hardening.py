@@ -4,6 +4,7 @@ reload and a shutdown."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -15,6 +16,8 @@ import grpc
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
+
+from pyovms import user_code
 
 from . import models
 from .server_process import ServerProcess, serve_config, wait_for
@@ -230,7 +233,7 @@ from pyovms import Tensor
 class OvmsPythonModel:
     def execute(self, inputs):
         if bytes(inputs[0]) == b"hang":
-            time.sleep(6)
+            time.sleep(60)
         return [Tensor("y", bytes(inputs[0]))]
 """
 HANGING_GRAPH = """
@@ -248,15 +251,16 @@ node {
 
 
 def test_hanging_user_code_honours_deadlines_and_holds_up_nothing_else(tmp_path):
-    """A custom node and a Python node that hang: their callers get DEADLINE_EXCEEDED on time, and models, other
-    pipeline and graph requests keep being served (user code runs on pools of its own)."""
+    """A custom node and a Python node that hang, more times than their pools have threads: their callers get
+    DEADLINE_EXCEEDED on time; the hung threads are written off and replaced, so the same pipeline and graph, and
+    models, keep being served at once; and the hung calls do not hold up the server's exit."""
     models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
     (tmp_path / "hang_library.py").write_text(HANGING_LIBRARY)
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "graph.pbtxt").write_text(HANGING_GRAPH)
     (tmp_path / "g" / "hang.py").write_text(HANGING_HANDLER)
     node = {
-        "name": "n", "type": "custom", "library_name": "hang", "params": {"hang_seconds": "6"},
+        "name": "n", "type": "custom", "library_name": "hang", "params": {"hang_seconds": "60"},
         "inputs": [{"x": {"node_name": "request", "data_item": "in"}}],
         "outputs": [{"data_item": "y", "alias": "y"}],
     }  # fmt: skip
@@ -275,7 +279,8 @@ def test_hanging_user_code_honours_deadlines_and_holds_up_nothing_else(tmp_path)
         text = service_pb2.ModelInferRequest(model_name="g")
         text.inputs.add(name="x", datatype="UINT8", shape=[4])
         text.raw_input_contents.append(b"hang")
-        for request in [_request("p", "in", hang)] * 3 + [text] * 3:
+        hung_per_kind = user_code.WORKERS + 2  # more than a pool has threads
+        for request in [_request("p", "in", hang)] * hung_per_kind + [text] * hung_per_kind:
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as info:
                 server.stub.ModelInfer(request, timeout=0.5)
@@ -289,5 +294,97 @@ def test_hanging_user_code_honours_deadlines_and_holds_up_nothing_else(tmp_path)
         out = server.stub.ModelInfer(_request("dummy", "b", fine), timeout=10)
         assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
         assert time.monotonic() - started < 3  # none of these waited for the hanging calls
+        log = (tmp_path / "log").read_text()
+        assert log.count("its thread is written off and replaced") == 2 * hung_per_kind
+        assert "custom_node call execute still running" in log
+        assert "python_node call PythonExecutorCalculator._call still running" in log
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 5  # the hung calls (60 s) do not delay the exit
+    finally:
+        server.stop()
+
+
+LEAK_MB = 40  # above glibc's largest mmap threshold (32 MiB): each block is its own mapping, returned when freed
+LEAKING_LIBRARY = f"""
+import numpy as np
+
+def initialize(params):
+    return {{"kept": []}}
+
+def get_inputs_info(params, state):
+    return {{"x": ("FP32", [1, 10])}}
+
+def get_outputs_info(params, state):
+    return {{"y": ("FP32", [1, 10])}}
+
+def execute(inputs, params, state):
+    state["kept"].append(np.ones({LEAK_MB} << 20, np.uint8))
+    return {{"y": inputs["x"]}}
+"""
+LEAKING_HANDLER = f"""
+import numpy as np
+from pyovms import Tensor
+
+class OvmsPythonModel:
+    def initialize(self, kwargs):
+        self.kept = []
+
+    def execute(self, inputs):
+        self.kept.append(np.ones({LEAK_MB} << 20, np.uint8))
+        return [Tensor("y", bytes(inputs[0]))]
+"""
+
+
+def test_leaking_user_code_keeps_the_server_serving_and_unloading_it_frees_the_memory(tmp_path):
+    """A custom node and a Python node that keep 40 MiB per call: every call is answered, the growth is the
+    server's own RSS (what `process_resident_memory`-style monitoring sees), other servables are unaffected, and
+    taking the pipeline and graph out of the config (a reload) runs `deinitialize`/`finalize` and drops what they
+    held: the memory goes back."""
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    (tmp_path / "leak_library.py").write_text(LEAKING_LIBRARY)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "graph.pbtxt").write_text(HANGING_GRAPH.replace("hang.py", "leak.py"))
+    (tmp_path / "g" / "leak.py").write_text(LEAKING_HANDLER)
+    node = {
+        "name": "n", "type": "custom", "library_name": "leak",
+        "inputs": [{"x": {"node_name": "request", "data_item": "in"}}],
+        "outputs": [{"data_item": "y", "alias": "y"}],
+    }  # fmt: skip
+    serving = {"model_config_list": [{"config": {"name": "dummy", "base_path": "dummy"}}]}
+    config = {
+        **serving,
+        "custom_node_library_config_list": [{"name": "leak", "base_path": "leak_library.py"}],
+        "pipeline_config_list": [
+            {"name": "p", "inputs": ["in"], "nodes": [node], "outputs": [{"out": {"node_name": "n", "data_item": "y"}}]}
+        ],
+        "mediapipe_config_list": [{"name": "g", "base_path": "g"}],
+    }
+    server = serve_config(tmp_path, config)
+    try:
+        x = np.arange(10, dtype=np.float32).reshape(1, 10)
+        text = service_pb2.ModelInferRequest(model_name="g")
+        text.inputs.add(name="x", datatype="UINT8", shape=[4])
+        text.raw_input_contents.append(b"leak")
+        before = server.rss_mb()
+        calls = 5
+        for _ in range(calls):
+            out = server.stub.ModelInfer(_request("p", "in", x), timeout=30)
+            assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == x.ravel().tolist()
+            assert server.stub.ModelInfer(text, timeout=30).raw_output_contents[0] == b"leak"
+        leaked = server.rss_mb() - before
+        assert leaked > 0.9 * 2 * calls * LEAK_MB, f"{leaked:.0f} MB"
+        out = server.stub.ModelInfer(_request("dummy", "b", x), timeout=30)
+        assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == (x + 1).ravel().tolist()
+
+        (tmp_path / "config.json").write_text(json.dumps(serving))
+        assert server.reload_config() == 201
+        wait_for(lambda: server.rss_mb() - before < 0.1 * leaked, timeout=10)
+        for name in ("p", "g"):
+            with pytest.raises(grpc.RpcError) as info:
+                server.stub.ModelInfer(_request(name, "in", x), timeout=30)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        out = server.stub.ModelInfer(_request("dummy", "b", x), timeout=30)
+        assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == (x + 1).ravel().tolist()
     finally:
         server.stop()

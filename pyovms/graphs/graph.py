@@ -159,6 +159,7 @@ class Graph:
         self.counters.runs -= 1
         if run.error is not None:
             self.counters.errors += 1
+        run.release()
 
     def _check_inputs(self, request: InferRequest, unary: bool) -> None:
         if self.whole_request:
