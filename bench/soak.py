@@ -8,8 +8,10 @@ text to `upper` and waits for its answer before the next one; unary clients call
 over HTTP/1.1 with JSON. Each client sends at most its `--*-rate` requests per second (a steady load below the
 server's capacity, as in production); a rate of 0 sends as fast as answers come back (saturation). Streams are
 spread over `--processes` client processes; unary and REST clients run in one more each. Every answer is checked.
-Reported per kind: requests, errors, p50/p99; and the server's RSS averaged over the first tenth of the run after
-`--settle` seconds and over the last tenth (at least a second each), and the growth between them.
+Reported per kind: requests and errors over the whole run, and p50/p99/max latency of the requests sent after
+`--settle` seconds (the first answer of each stream, which waits for the server to take the new call, has a row of
+its own, over the whole run); and the server's RSS averaged over the first tenth of the run after `--settle` seconds
+and over the last tenth (at least a second each), and the growth between them.
 tests/test_soak.py runs a short version of this in CI.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -41,17 +44,23 @@ STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
+OPENINGS = "gRPC stream openings"
+"""The first answer of each stream: it waits for the server to take the new call."""
+
+
 @dataclass
 class Kind:
-    """Outcomes of one kind of client."""
+    """Outcomes of one kind of client: (sent at, seconds to the answer) per answered request, and errors."""
 
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[tuple[float, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def row(self, name: str) -> str:
-        ms = np.array(self.latencies or [0.0]) * 1e3
+    def row(self, name: str, since: float) -> str:
+        """Requests and errors over the whole run; latencies of the requests sent from `since` on."""
+        measured = [seconds for at, seconds in self.latencies if at >= since] or [0.0]
+        ms = np.array(measured) * 1e3
         p50, p99 = np.percentile(ms, [50, 99])
-        return f"| {name} | {len(self.latencies)} | {len(self.errors)} | {p50:.2f} | {p99:.2f} |"
+        return f"| {name} | {len(self.latencies)} | {len(self.errors)} | {p50:.2f} | {p99:.2f} | {ms.max():.2f} |"
 
 
 @dataclass
@@ -59,6 +68,8 @@ class SoakResult:
     kinds: dict[str, Kind]
     rss_first_mb: float
     rss_last_mb: float
+    measured_from: float
+    """perf_counter() when settling ended: latencies are reported from then on (stream openings: all)."""
 
     @property
     def errors(self) -> list[str]:
@@ -69,8 +80,10 @@ class SoakResult:
         return self.rss_last_mb / self.rss_first_mb - 1
 
     def table(self) -> str:
-        lines = ["| clients | requests | errors | p50 ms | p99 ms |", "|---|---|---|---|---|"]
-        lines += [kind.row(name) for name, kind in self.kinds.items()]
+        lines = ["| clients | requests | errors | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
+        lines += [
+            kind.row(name, -math.inf if name == OPENINGS else self.measured_from) for name, kind in self.kinds.items()
+        ]
         lines.append(
             f"\nserver RSS: {self.rss_first_mb:.1f} MB at the start, {self.rss_last_mb:.1f} MB at the end "
             f"({self.growth * 100:+.2f} %)"
@@ -134,7 +147,7 @@ async def client_load(
     rates: Rates = SATURATE,
 ) -> dict[str, Kind]:
     """One client process's share of the load, for `seconds`: outcomes by kind of client."""
-    kinds = {"gRPC streams": Kind(), "gRPC unary": Kind(), "REST": Kind()}
+    kinds = {"gRPC streams": Kind(), OPENINGS: Kind(), "gRPC unary": Kind(), "REST": Kind()}
     stop_at = time.perf_counter() + seconds
     x = np.arange(10, dtype=np.float32).reshape(1, 10)
     unary_body = pb.ModelInferRequest(model_name="dummy")
@@ -145,7 +158,7 @@ async def client_load(
     )
 
     async def one_stream(channel: grpc.aio.Channel, index: int) -> None:
-        kind = kinds["gRPC streams"]
+        kind = kinds[OPENINGS]
         call = channel.stream_stream(
             STREAM_INFER,
             request_serializer=pb.ModelInferRequest.SerializeToString,
@@ -163,10 +176,11 @@ async def client_load(
                 started = time.perf_counter()
                 await call.write(request)
                 response = await call.read()
-                kind.latencies.append(time.perf_counter() - started)
+                kind.latencies.append((started, time.perf_counter() - started))
                 if response.error_message or response.infer_response.raw_output_contents[0] != text.upper():
                     kind.errors.append(response.error_message or "wrong answer")
                 sent += 1
+                kind = kinds["gRPC streams"]
             await call.done_writing()
             await call.read()
         except grpc.RpcError as exc:
@@ -182,7 +196,7 @@ async def client_load(
             started = time.perf_counter()
             try:
                 response = await method(body, timeout=30)
-                kind.latencies.append(time.perf_counter() - started)
+                kind.latencies.append((started, time.perf_counter() - started))
                 if np.frombuffer(response.raw_output_contents[0], np.float32).tolist() != (x + 1).ravel().tolist():
                     kind.errors.append("wrong answer")
             except grpc.RpcError as exc:
@@ -197,7 +211,7 @@ async def client_load(
             started = time.perf_counter()
             async with session.post(url, data=rest_body) as response:
                 body = await response.json()
-            kind.latencies.append(time.perf_counter() - started)
+            kind.latencies.append((started, time.perf_counter() - started))
             if response.status != 200 or body["outputs"][0]["data"] != (x + 1).ravel().tolist():
                 kind.errors.append(f"HTTP {response.status}: {body}")
 
@@ -263,7 +277,8 @@ def soak(
     window = max(1.0, seconds / 10)
     first_window = [mb for at, mb in samples if began + settle <= at <= began + settle + window]
     last_window = [mb for at, mb in samples if ended - window <= at <= ended]
-    return SoakResult(kinds, float(np.mean(first_window)), float(np.mean(last_window or first_window)))
+    rss_first, rss_last = float(np.mean(first_window)), float(np.mean(last_window or first_window))
+    return SoakResult(kinds, rss_first, rss_last, began + settle)
 
 
 def _cpus(text: str) -> set[int]:

@@ -166,8 +166,8 @@ class InferenceService:
         except Exception as exc:
             await _abort(context, "ModelStreamInfer", exc)
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler to register on a grpc.aio server."""
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """The service's methods by name, to register on a grpc.aio server."""
         unary = {
             "ServerLive": self.server_live,
             "ServerReady": self.server_ready,
@@ -184,7 +184,7 @@ class InferenceService:
         methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self.model_stream_infer, response_serializer=_serialize
         )
-        return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+        return methods
 
 
 async def start_grpc_server(
@@ -211,7 +211,10 @@ async def start_grpc_server(
     }
     options.update(dict(channel_arguments))
     grpc_server = grpc.aio.server(options=list(options.items()))
-    grpc_server.add_generic_rpc_handlers((InferenceService(server).handler(),))
+    # Registered methods, not a generic handler: grpc.aio keeps one call requested from gRPC core per registered
+    # method (one in all for generic handlers) and takes calls one per event-loop turn, so with a generic handler
+    # a ModelInfer call queues behind every stream still being opened (seconds with hundreds of busy streams).
+    grpc_server.add_registered_method_handlers(SERVICE_NAME, InferenceService(server).method_handlers())
     add_health_and_reflection(server, grpc_server, SERVICE_NAME)
     credentials = _server_credentials(tls) if tls is not None else None
     for address in bind_addresses:
