@@ -4,6 +4,7 @@ reload and a shutdown."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import signal
@@ -19,7 +20,7 @@ from tritonclient.grpc import service_pb2
 
 from pyovms import user_code
 
-from . import models
+from . import graph_repository, models
 from .server_process import ServerProcess, serve_config, wait_for
 
 SLOW_ROWS = 512
@@ -155,6 +156,43 @@ def test_model_directory_deleted_while_serving(tmp_path):
         wait_for(retired, timeout=20)
         answer = server.stub.ModelInfer(_request("kept", "b", x), timeout=10)
         assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
+    finally:
+        server.stop()
+
+
+def test_model_files_corrupted_while_serving(tmp_path):
+    """A served version's files overwritten with garbage: it keeps serving (its compiled model is in memory). A new
+    version whose files are garbage fails to load, is reported, and the one before keeps serving; other models are
+    untouched."""
+    models.build_dummy(tmp_path / "m" / "1" / "model.xml")
+    models.build_dummy(tmp_path / "kept" / "1" / "model.xml")
+    config = {
+        "model_config_list": [
+            {"config": {"name": "m", "base_path": "m"}},
+            {"config": {"name": "kept", "base_path": "kept"}},
+        ]
+    }
+    server = serve_config(tmp_path, config, "--file_system_poll_wait_seconds", "1")
+    try:
+        x = np.zeros((1, 10), np.float32)
+
+        def served_by(name: str) -> str:
+            answer = server.stub.ModelInfer(_request(name, "b", x), timeout=10)
+            assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
+            return answer.model_version
+
+        assert served_by("m") == "1"
+        for file in (tmp_path / "m" / "1").iterdir():
+            file.write_bytes(b"\x00garbage" * 100)
+        (tmp_path / "m" / "2").mkdir()
+        (tmp_path / "m" / "2" / "model.xml").write_text("<net><layers><layer id='0' type='Nonsense'/></layers></net>")
+        (tmp_path / "m" / "2" / "model.bin").write_bytes(b"\xff" * 16)
+        wait_for(lambda: "Version 2 of model m status change" in server.log(), timeout=20)
+        wait_for(lambda: "Error occurred while loading model: m; version: 2" in server.log(), timeout=20)
+        ready = server.stub.ModelReady(service_pb2.ModelReadyRequest(name="m", version="2"), timeout=10)
+        assert ready.ready is False
+        assert served_by("m") == "1"
+        assert served_by("kept") == "1"
     finally:
         server.stop()
 
@@ -386,5 +424,50 @@ def test_leaking_user_code_keeps_the_server_serving_and_unloading_it_frees_the_m
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
         out = server.stub.ModelInfer(_request("dummy", "b", x), timeout=30)
         assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == (x + 1).ravel().tolist()
+    finally:
+        server.stop()
+
+
+HANGING_GENERATOR = """
+import time
+from pyovms import Tensor
+
+class OvmsPythonModel:
+    def execute(self, inputs):
+        yield [Tensor("y", b"first")]
+        time.sleep(60)
+        yield [Tensor("y", b"never")]
+"""
+
+
+def test_a_stream_whose_generator_hangs_is_freed_when_its_client_leaves(tmp_path):
+    """A generative Python node hangs between two yields and its client cancels the stream: the graph run ends
+    (`ovms_current_graphs` back to 0) even though closing the generator has to wait for the hung step; the hung
+    step's thread is written off, and the graph serves new streams."""
+    (tmp_path / "g").mkdir()
+    graph = graph_repository._python_graph(
+        ["OVMS_PY_TENSOR:x"], ["OVMS_PY_TENSOR:y"], ['input_stream: "INPUT:x"', 'output_stream: "OUTPUT:y"'],
+        "gen.py", "generator",
+    ).replace('  input_stream: "INPUT:x"', '  input_stream: "INPUT:x"' + graph_repository.LOOPBACK)  # fmt: skip
+    (tmp_path / "g" / "graph.pbtxt").write_text(graph)
+    (tmp_path / "g" / "gen.py").write_text(HANGING_GENERATOR)
+    config = {"model_config_list": [], "mediapipe_config_list": [{"name": "g", "base_path": "g"}]}
+    server = serve_config(tmp_path, config, "--metrics_enable")
+    try:
+        request = service_pb2.ModelInferRequest(model_name="g")
+        request.inputs.add(name="x", datatype="UINT8", shape=[2])
+        request.raw_input_contents.append(b"go")
+        for _ in range(2):  # the second stream is served while the first one's generator still hangs
+            release = threading.Event()
+            call = server.stub.ModelStreamInfer(itertools.chain([request], iter(release.wait, True)), timeout=60)
+            first = next(call)
+            assert first.infer_response.raw_output_contents[0] == b"first"
+            assert _gauge(server, "ovms_current_graphs") == 1
+            call.cancel()
+            release.set()
+            wait_for(lambda: _gauge(server, "ovms_current_graphs") == 0, timeout=15)
+        log = server.log()
+        assert log.count("python_node call PythonExecutorCalculator._next still running") == 2, log
+        assert log.count("its generator did not close within 5 s") == 2
     finally:
         server.stop()

@@ -11,6 +11,7 @@ plain values for side packets.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
@@ -39,6 +40,10 @@ log = logging.getLogger("pyovms.graphs")
 PYTHON_RESOURCES = "PYTHON_NODE_RESOURCES"
 LOOPBACK = "LOOPBACK:0"
 PYTHON_NODE = "python_node"
+GENERATOR_CLOSE_TIMEOUT_S = 5.0
+"""How long a graph run waits for a generator to close once its run ends. A generator step still hung (its caller
+gone) or a `finally` that hangs must not keep the run alive; the close then happens on its written-off thread,
+once the hung step returns."""
 """The user-code pool Python handlers run on."""
 
 
@@ -251,9 +256,18 @@ class PythonExecutorCalculator(Calculator):
             generator.close()  # type: ignore[attr-defined]
 
     async def close(self, node: NodeRun) -> None:
-        if self.generator is not None:
-            generator, self.generator = self.generator, None
-            await run_user_code(PYTHON_NODE, self._close, generator)
+        if self.generator is None:
+            return
+        generator, self.generator = self.generator, None
+        try:
+            await asyncio.wait_for(run_user_code(PYTHON_NODE, self._close, generator), GENERATOR_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "Python node %s: its generator did not close within %.0f s (a step or its finally is still running); "
+                "the graph run ends without waiting",
+                self.config.name,
+                GENERATOR_CLOSE_TIMEOUT_S,
+            )
 
 
 @dataclass(frozen=True, slots=True)
