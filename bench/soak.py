@@ -10,8 +10,8 @@ server's capacity, as in production); a rate of 0 sends as fast as answers come 
 spread over `--processes` client processes; unary and REST clients run in one more each. Every answer is checked.
 Reported per kind: requests and errors over the whole run, and p50/p99/max latency of the requests sent after
 `--settle` seconds (the first answer of each stream, which waits for the server to take the new call, has a row of
-its own, over the whole run); and the server's RSS averaged over the first tenth of the run after `--settle` seconds
-and over the last tenth (at least a second each), and the growth between them.
+its own, over the whole run); and the server's RSS averaged over the first 10 s after `--settle` seconds and over the
+last 10 s (a sixth of shorter runs, at least a second), and the growth between them.
 tests/test_soak.py runs a short version of this in CI.
 """
 
@@ -246,7 +246,7 @@ def soak(
 ) -> SoakResult:
     """Run the mixed load for `settle` + `seconds` against a server serving `write_repository`'s models, sampling
     the server's RSS: the first window starts after `settle` (all streams open, caches warm), the last one ends the
-    run; each lasts a tenth of `seconds` (at least 1 s). The streams are spread over `processes` client
+    run; each lasts 10 s (a sixth of shorter runs, at least 1 s). The streams are spread over `processes` client
     processes; unary and REST clients run in one more each, so that no client process's own new calls wait behind
     its streams."""
     context = multiprocessing.get_context("spawn")
@@ -274,7 +274,7 @@ def soak(
             kinds[name].latencies += kind.latencies
             kinds[name].errors += kind.errors
     ended = began + settle + seconds
-    window = max(1.0, seconds / 10)
+    window = max(1.0, min(10.0, seconds / 6))
     first_window = [mb for at, mb in samples if began + settle <= at <= began + settle + window]
     last_window = [mb for at, mb in samples if ended - window <= at <= ended]
     rss_first, rss_last = float(np.mean(first_window)), float(np.mean(last_window or first_window))

@@ -32,7 +32,7 @@ from . import tensors
 from .errors import ServingError, Status
 from .inference import TensorSpec
 from .shapes import Dim
-from .user_code import run_user_code
+from .user_code import USER_ERRORS, describe, run_user_code
 
 log = logging.getLogger("pyovms.custom_node")
 
@@ -74,8 +74,8 @@ class Library:
                 spec.loader.exec_module(module)
             else:
                 module = importlib.import_module(config.base_path)
-        except Exception as exc:
-            raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{config.name}: {exc}") from exc
+        except USER_ERRORS as exc:
+            raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{config.name}: {describe(exc)}") from exc
         missing = [name for name in REQUIRED if not callable(getattr(module, name, None))]
         if missing:
             raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{config.name}: no {', '.join(missing)}")
@@ -96,8 +96,9 @@ class CustomNode:
             self.outputs = self._specs(library.module.get_outputs_info(params, self.state))
         except ServingError:
             raise
-        except Exception as exc:
-            raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{library.name} in node {node_name}: {exc}") from exc
+        except USER_ERRORS as exc:
+            message = f"{library.name} in node {node_name}: {describe(exc)}"
+            raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, message) from exc
 
     def _specs(self, info: Mapping[str, tuple[str, list[int]]]) -> dict[str, TensorSpec]:
         specs = {}
@@ -135,5 +136,5 @@ class CustomNode:
         if callable(deinitialize):
             try:
                 deinitialize(self.state)
-            except Exception:
+            except USER_ERRORS:
                 log.exception("deinitialize of custom node %s failed", self.node_name)

@@ -34,6 +34,16 @@ WORKERS = max(4, 2 * (os.cpu_count() or 1))
 MAX_REPLACED = 64
 """Threads per kind that may be running written-off calls while new threads serve in their place."""
 
+USER_ERRORS = (Exception, SystemExit)
+"""What user code may raise and the server survives, wherever it runs: a `sys.exit()` in a node must not stop the
+server (`except USER_ERRORS` around every call into user code)."""
+
+
+def describe(error: BaseException) -> str:
+    """An exception of user code for a message: its text, named when it is a `sys.exit()`."""
+    return f"SystemExit: {error}" if isinstance(error, SystemExit) else str(error)
+
+
 _QUEUED, _RUNNING, _DONE, _CANCELLED, _ABANDONED = range(5)
 
 
@@ -54,7 +64,18 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
     if error is None:
         future.set_result(result)
     else:
-        future.set_exception(error)
+        future.set_exception(_deliverable(error))
+
+
+def _deliverable(error: BaseException) -> Exception:
+    """What the awaiting request gets for an exception user code raised. StopIteration cannot be set on a future
+    (the request would never be answered), and SystemExit or KeyboardInterrupt would stop the server's event loop:
+    those become a RuntimeError naming them."""
+    if isinstance(error, Exception) and not isinstance(error, StopIteration):
+        return error
+    wrapped = RuntimeError(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+    wrapped.__cause__ = error
+    return wrapped
 
 
 class UserCodePool:

@@ -142,6 +142,8 @@ class OvmsPythonModel:
         text = texts(inputs[0])[0]
         if text == b"boom":
             raise ValueError("boom went the node")
+        if text == b"exit":
+            raise SystemExit(5)
         if text == b"wrong":
             return Tensor("out", b"not a list")
         if text == b"half":

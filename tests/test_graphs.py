@@ -249,6 +249,7 @@ def test_model_error_inside_graph(client):
     ("text", "message"),
     [
         (b"boom", "Mediapipe execution failed. MP status - node moody_node: ValueError: boom went the node"),
+        (b"exit", "Mediapipe execution failed. MP status - node moody_node: SystemExit: 5"),
         (b"wrong", "Mediapipe execution failed. MP status - node moody_node: execute must return or yield a list "
          "of pyovms.Tensor, got Tensor"),
         (b"half", "Mediapipe execution failed. MP status - Unknown error during mediapipe execution; no packet on "

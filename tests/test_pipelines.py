@@ -106,7 +106,15 @@ INCOMPLETE = _pipeline(
     [_custom("m", "incomplete", {"x": ("request", "in")}, {"y": "y"}, mode="incomplete")],
     {"y": ("m", "y")},
 )
+LEAVING = [  # user code that raises what a future or the event loop cannot take
+    _pipeline(
+        mode, ["in"], [_custom("l", "incomplete", {"x": ("request", "in")}, {"y": "y"}, mode=mode)], {"y": ("l", "y")}
+    )
+    for mode in ("stop_iteration", "system_exit")
+]
 RAISING_LIBRARY = """
+import sys
+
 def get_inputs_info(params, state):
     return {"x": ("FP32", [1, 10])}
 
@@ -116,6 +124,10 @@ def get_outputs_info(params, state):
 def execute(inputs, params, state):
     if params.get("mode") == "incomplete":
         return {"other": inputs["x"]}
+    if params.get("mode") == "stop_iteration":
+        return next(iter([]))
+    if params.get("mode") == "system_exit":
+        sys.exit(3)
     raise ValueError("boom")
 """
 
@@ -231,6 +243,7 @@ def server(tmp_path_factory):
     model_names.append("relu4")
     (root / "raising.py").write_text(RAISING_LIBRARY)
     (root / "broken.py").write_text("def execute(inputs, params, state):\n    return inputs\n")
+    (root / "exits.py").write_text("import sys\nsys.exit(4)\n")
     broken = _pipeline("broken_library", ["in"], [_custom("b", "broken", {"x": ("request", "in")}, {"y": "y"})],
                        {"y": ("b", "y")})  # fmt: skip
     config = {
@@ -240,11 +253,12 @@ def server(tmp_path_factory):
             {"name": "raising", "base_path": "raising.py"},  # relative to config.json
             {"name": "incomplete", "base_path": "raising.py"},
             {"name": "broken", "base_path": "broken.py"},
+            {"name": "exits", "base_path": "exits.py"},
         ],
         "model_config_list": [{"config": {"name": n, "base_path": n}} for n in model_names]
         + [{"config": {"name": "versioned", "base_path": "versioned", "model_version_policy": {"all": {}}}}],
         "pipeline_config_list": [
-            CHAIN, DIAMOND, PINNED, FAILING, CLASSIFY, RESIZE, RAISING, INCOMPLETE, broken, *invalid,
+            CHAIN, DIAMOND, PINNED, FAILING, CLASSIFY, RESIZE, RAISING, INCOMPLETE, *LEAVING, broken, *invalid,
             _multiple_connections(),
             _pipeline("dummy", ["in"], [_node("a", "add_one", {"x": ("request", "in")}, {"y": "out"})],
                       {"out": ("a", "out")}),
@@ -407,6 +421,8 @@ def test_custom_node_before_a_model(client):
     [
         ("raising", "Custom node failed during execution - Node: r; ValueError: boom"),
         ("incomplete", "Custom node output is missing - Node: m; y"),
+        ("stop_iteration", "Custom node failed during execution - Node: l; RuntimeError: StopIteration"),
+        ("system_exit", "Custom node failed during execution - Node: l; RuntimeError: SystemExit: 3"),
     ],
 )
 def test_custom_node_failures(server, client, pipeline, message):
@@ -417,6 +433,13 @@ def test_custom_node_failures(server, client, pipeline, message):
         server.stub.ModelInfer(request, timeout=30)
     assert info.value.code() == grpc.StatusCode.INTERNAL
     assert info.value.details() == message
+    np.testing.assert_array_equal(_infer(client, "chain", X).as_numpy("out"), X + 2)
+
+
+def test_library_that_exits_on_import_is_not_loaded_and_the_server_goes_on(server, client):
+    assert "Custom node library exits not loaded: Pipeline refers to incorrect library - exits: SystemExit: 4" in (
+        server.log()
+    )
     np.testing.assert_array_equal(_infer(client, "chain", X).as_numpy("out"), X + 2)
 
 

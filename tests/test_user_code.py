@@ -36,6 +36,24 @@ def test_results_and_errors_come_back():
     assert len(_threads(pool)) == 2
 
 
+def test_exceptions_a_future_or_the_server_cannot_take_become_runtime_errors():
+    """StopIteration cannot be set on a future (the request would never be answered); SystemExit would stop the
+    server's event loop."""
+    pool = UserCodePool("t-exits", workers=1)
+
+    def leave() -> None:
+        raise SystemExit(3)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=r"^StopIteration$"):
+            await asyncio.wait_for(pool.run(next, iter([])), 5)
+        with pytest.raises(RuntimeError, match=r"^SystemExit: 3$"):
+            await asyncio.wait_for(pool.run(leave), 5)
+        assert await pool.run(lambda: "still serving") == "still serving"
+
+    asyncio.run(main())
+
+
 def test_hung_call_whose_caller_gave_up_is_replaced_and_its_thread_ends_when_it_returns():
     pool = UserCodePool("t-hung", workers=1)
     release = threading.Event()

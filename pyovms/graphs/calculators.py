@@ -26,7 +26,7 @@ from .. import tensors
 from ..errors import ServingError, Status
 from ..repository import check_available, parse_version
 from ..tensor import Tensor
-from ..user_code import run_user_code
+from ..user_code import USER_ERRORS, run_user_code
 from ..validation import check_dims
 from .graph_config import NodeConfig
 from .python_node import EXHAUSTED, PythonModel, next_outputs
@@ -199,10 +199,10 @@ class PythonExecutorCalculator(Calculator):
     def _call(self, arguments: list[Tensor]) -> Any:
         try:
             return self.model.execute(arguments)
-        except Exception as exc:
+        except USER_ERRORS as exc:
             raise self._user_error(exc) from exc
 
-    def _user_error(self, exc: Exception) -> ServingError:
+    def _user_error(self, exc: BaseException) -> ServingError:
         log.error("Python node %s: execute failed", self.config.name, exc_info=exc)
         return ServingError(Status.MEDIAPIPE_EXECUTION_ERROR, f"node {self.config.name}: {type(exc).__name__}: {exc}")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ServingError, Status
+from ..user_code import USER_ERRORS
 
 log = logging.getLogger("pyovms.graphs.python")
 
@@ -53,7 +54,7 @@ class PythonModel:
                 await asyncio.to_thread(initialize, kwargs)
         except ServingError:
             raise
-        except Exception as exc:
+        except USER_ERRORS as exc:
             log.error("Python node %s failed to initialize", node_name, exc_info=exc)
             raise ServingError(
                 Status.MEDIAPIPE_GRAPH_INITIALIZATION_ERROR,
@@ -77,7 +78,7 @@ class PythonModel:
             return
         try:
             finalize()
-        except Exception:
+        except USER_ERRORS:
             log.exception("Python node %s: finalize failed", self.node_name)
 
 
