@@ -193,7 +193,7 @@ class OvmsPythonModel:
 }
 
 
-def _python_graph(inputs: list[str], outputs: list[str], node_streams: list[str], handler: str, name: str) -> str:
+def python_graph(inputs: list[str], outputs: list[str], node_streams: list[str], handler: str, name: str) -> str:
     head = "".join(f'input_stream: "{s}"\n' for s in inputs) + "".join(f'output_stream: "{s}"\n' for s in outputs)
     streams = "\n".join(f"  {s}" for s in node_streams)
     return head + PYTHON_NODE.format(name=name, streams=streams, handler=handler)
@@ -225,11 +225,11 @@ node {
 """
 
 GRAPHS = {
-    "upper": _python_graph(
+    "upper": python_graph(
         ["OVMS_PY_TENSOR:text"], ["OVMS_PY_TENSOR:result"], ['input_stream: "INPUT:text"', 'output_stream: "OUTPUT:result"'],
         "upper.py", "upper_node",
     ),
-    "double_then_dummy": _python_graph(
+    "double_then_dummy": python_graph(
         ["OVMS_PY_TENSOR:x"], ["OVTENSOR:y"], ['input_stream: "INPUT:x"', 'output_stream: "OUTPUT:doubled"'],
         "double.py", "double_node",
     )
@@ -258,11 +258,11 @@ node {
 """,
     "ghost_session": 'input_stream: "in"\noutput_stream: "out"\n'
     + (SESSION_AND_INFERENCE % {"input": "in", "output": "out"}).replace('"dummy"', '"ghost"'),
-    "words": _python_graph(
+    "words": python_graph(
         ["OVMS_PY_TENSOR:text"], ["OVMS_PY_TENSOR:word"], ['input_stream: "INPUT:text"', 'output_stream: "OUTPUT:word"'],
         "words.py", "words_node",
     ).replace('  input_stream: "INPUT:text"', '  input_stream: "INPUT:text"' + LOOPBACK),
-    "slow_words": _python_graph(
+    "slow_words": python_graph(
         ["OVMS_PY_TENSOR:text"], ["OVMS_PY_TENSOR:word"], ['input_stream: "INPUT:text"', 'output_stream: "OUTPUT:word"'],
         "slow_words.py", "slow_node",
     ).replace('  input_stream: "INPUT:text"', '  input_stream: "INPUT:text"' + LOOPBACK),
@@ -277,14 +277,14 @@ node {
   output_stream: "AT_TICK:greeting_out"
 }
 """,
-    "moody": _python_graph(
+    "moody": python_graph(
         ["OVMS_PY_TENSOR:text"],
         ["OVMS_PY_TENSOR:out", "OVMS_PY_TENSOR_LENGTH:length"],
         ['input_stream: "INPUT:text"', 'output_stream: "OUTPUT:out"', 'output_stream: "LENGTH:length"'],
         "moody.py", "moody_node",
     ),
     "pair": "# OVMS_GRAPH_QUEUE_MAX_SIZE: 4\n"
-    + _python_graph(
+    + python_graph(
         ["OVMS_PY_TENSOR_B:b", "OVMS_PY_TENSOR_A:a"], ["OVMS_PY_TENSOR:c"],
         ['input_stream: "B:b"', 'input_stream: "A:a"', 'output_stream: "OUTPUT:c"'],
         "pair.py", "pair_node",
@@ -300,11 +300,11 @@ node {
 """,
     "broken": 'input_stream: "in"\noutput_stream: "out"\nnode {\n  calculator: "NoSuchCalculator"\n'
     '  input_stream: "in"\n  output_stream: "out"\n}\n',
-    "counted": _python_graph(
+    "counted": python_graph(
         ["OVMS_PY_TENSOR:x"], ["OVMS_PY_TENSOR:y"], ['input_stream: "INPUT:x"', 'output_stream: "OUTPUT:y"'],
         "counted.py", "counted_node",
     ),
-    "bad_init": _python_graph(
+    "bad_init": python_graph(
         ["OVMS_PY_TENSOR:x"], ["OVMS_PY_TENSOR:y"], ['input_stream: "INPUT:x"', 'output_stream: "OUTPUT:y"'],
         "bad_init.py", "bad_node",
     ),

@@ -445,7 +445,7 @@ def test_a_stream_whose_generator_hangs_is_freed_when_its_client_leaves(tmp_path
     (`ovms_current_graphs` back to 0) even though closing the generator has to wait for the hung step; the hung
     step's thread is written off, and the graph serves new streams."""
     (tmp_path / "g").mkdir()
-    graph = graph_repository._python_graph(
+    graph = graph_repository.python_graph(
         ["OVMS_PY_TENSOR:x"], ["OVMS_PY_TENSOR:y"], ['input_stream: "INPUT:x"', 'output_stream: "OUTPUT:y"'],
         "gen.py", "generator",
     ).replace('  input_stream: "INPUT:x"', '  input_stream: "INPUT:x"' + graph_repository.LOOPBACK)  # fmt: skip

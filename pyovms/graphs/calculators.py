@@ -40,11 +40,11 @@ log = logging.getLogger("pyovms.graphs")
 PYTHON_RESOURCES = "PYTHON_NODE_RESOURCES"
 LOOPBACK = "LOOPBACK:0"
 PYTHON_NODE = "python_node"
+"""The user-code pool Python handlers run on."""
 GENERATOR_CLOSE_TIMEOUT_S = 5.0
 """How long a graph run waits for a generator to close once its run ends. A generator step still hung (its caller
 gone) or a `finally` that hangs must not keep the run alive; the close then happens on its written-off thread,
 once the hung step returns."""
-"""The user-code pool Python handlers run on."""
 
 
 @dataclass(slots=True)
