@@ -1,12 +1,14 @@
 """How fast a bare grpc.aio server takes new calls while busy streams saturate it (no pyovms code involved).
 
-  python -m bench.grpc_accept [--busy 750] [--open 250] [--seconds 25] [--delay 8] [--generic] [--other-method]
+  python -m bench.grpc_accept [--busy 750] [--open 250] [--seconds 25] [--delay 8] [--registration registered]
+                              [--other-method]
 
 A grpc.aio server (uvloop when installed, as pyovms runs) echoes on a stream-stream method and answers a unary one.
 `--busy` streams, over 3 client processes, echo as fast as answers come back for `--seconds`. After `--delay`
 seconds, an idle client process opens `--open` new streams (one message each) and another one sends unary calls
-one after the other; both report their latencies. `--generic` registers the methods through a generic handler
-instead of as registered methods; `--other-method` opens the new streams on a second stream method. This is the
+one after the other; both report their latencies. `--registration`: every method registered (pyovms's choice),
+every one through a generic handler, or only the stream methods registered; `--other-method` opens the new streams
+on a second stream method. This is the
 experiment behind docs/reliability.md's note on new streams under saturation.
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 SERVICE = "bench.Echo"
 
 
-def _server(ports: Any, generic: bool) -> None:
+def _server(ports: Any, registration: str) -> None:
     async def echo(requests: Any, context: grpc.aio.ServicerContext) -> Any:
         async for request in requests:
             yield request
@@ -39,8 +41,12 @@ def _server(ports: Any, generic: bool) -> None:
             "Other": grpc.stream_stream_rpc_method_handler(echo),
             "Unary": grpc.unary_unary_rpc_method_handler(ping),
         }
-        if generic:
+        if registration == "generic":
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
+        elif registration == "streams":  # stream methods registered, unary ones through a generic handler
+            unary = {"Unary": methods.pop("Unary")}
+            server.add_registered_method_handlers(SERVICE, methods)
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, unary),))
         else:
             server.add_registered_method_handlers(SERVICE, methods)
         ports.put(server.add_insecure_port("127.0.0.1:0"))
@@ -113,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open", type=int, default=250)
     parser.add_argument("--seconds", type=float, default=25.0)
     parser.add_argument("--delay", type=float, default=8.0)
-    parser.add_argument("--generic", action="store_true")
+    parser.add_argument("--registration", choices=["registered", "generic", "streams"], default="registered")
     parser.add_argument("--other-method", action="store_true")
     args = parser.parse_args(argv)
     context = multiprocessing.get_context("spawn")
     ports, results = context.Queue(), context.Queue()
-    server = context.Process(target=_server, args=(ports, args.generic), daemon=True)
+    server = context.Process(target=_server, args=(ports, args.registration), daemon=True)
     server.start()
     port = ports.get()
     busy = [context.Process(target=_busy, args=(port, args.busy // 3, args.seconds)) for _ in range(3)]
