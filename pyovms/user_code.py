@@ -57,6 +57,11 @@ class _Job:
     started: float = 0.0
     replaced: bool = False
 
+    @property
+    def name(self) -> str:
+        """The function, for the log."""
+        return getattr(self.function, "__qualname__", repr(self.function))
+
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():
@@ -129,7 +134,7 @@ class UserCodePool:
             if replaced:
                 self._replaced += 1
                 self._start_thread()
-        name = getattr(job.function, "__qualname__", repr(job.function))
+        name = job.name
         if replaced:
             log.warning(
                 "%s call %s still running %.1f s after its request ended; its thread is written off and replaced "
@@ -186,7 +191,7 @@ class UserCodePool:
             log.warning(
                 "%s call %s returned %.1f s after it started, after its request ended%s",
                 self.kind,
-                getattr(job.function, "__qualname__", repr(job.function)),
+                job.name,
                 time.monotonic() - job.started,
                 "; its thread ends" if replaced else "",
             )

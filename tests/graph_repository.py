@@ -199,6 +199,14 @@ def python_graph(inputs: list[str], outputs: list[str], node_streams: list[str],
     return head + PYTHON_NODE.format(name=name, streams=streams, handler=handler)
 
 
+def generative_graph(input_name: str, output_name: str, handler: str, name: str) -> str:
+    """One Python node between an OVMS_PY_TENSOR input and output stream, with a LOOPBACK back edge so that its
+    `execute` may yield."""
+    node_streams = [f'input_stream: "INPUT:{input_name}"' + LOOPBACK, f'output_stream: "OUTPUT:{output_name}"']
+    inputs, outputs = [f"OVMS_PY_TENSOR:{input_name}"], [f"OVMS_PY_TENSOR:{output_name}"]
+    return python_graph(inputs, outputs, node_streams, handler, name)
+
+
 SESSION_AND_INFERENCE = """
 node {
   calculator: "OpenVINOModelServerSessionCalculator"
@@ -258,14 +266,8 @@ node {
 """,
     "ghost_session": 'input_stream: "in"\noutput_stream: "out"\n'
     + (SESSION_AND_INFERENCE % {"input": "in", "output": "out"}).replace('"dummy"', '"ghost"'),
-    "words": python_graph(
-        ["OVMS_PY_TENSOR:text"], ["OVMS_PY_TENSOR:word"], ['input_stream: "INPUT:text"', 'output_stream: "OUTPUT:word"'],
-        "words.py", "words_node",
-    ).replace('  input_stream: "INPUT:text"', '  input_stream: "INPUT:text"' + LOOPBACK),
-    "slow_words": python_graph(
-        ["OVMS_PY_TENSOR:text"], ["OVMS_PY_TENSOR:word"], ['input_stream: "INPUT:text"', 'output_stream: "OUTPUT:word"'],
-        "slow_words.py", "slow_node",
-    ).replace('  input_stream: "INPUT:text"', '  input_stream: "INPUT:text"' + LOOPBACK),
+    "words": generative_graph("text", "word", "words.py", "words_node"),
+    "slow_words": generative_graph("text", "word", "slow_words.py", "slow_node"),
     "greeting": """
 input_stream: "TICK:tick"
 output_stream: "OVTENSOR:greeting_out"

@@ -14,6 +14,8 @@ from pathlib import Path
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from bench.soak import rss_mb
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -90,8 +92,7 @@ class ServerProcess:
 
     def rss_mb(self) -> float:
         """The server's resident memory."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+        return rss_mb(self.process.pid)
 
     def stop(self) -> int | None:
         self.channel.close()

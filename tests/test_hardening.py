@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -31,6 +32,10 @@ def _request(model: str, name: str, array: np.ndarray) -> service_pb2.ModelInfer
     request.inputs.add(name=name, datatype="FP32", shape=list(array.shape))
     request.raw_input_contents.append(array.tobytes())
     return request
+
+
+def _floats(response: service_pb2.ModelInferResponse) -> list[float]:
+    return np.frombuffer(response.raw_output_contents[0], np.float32).tolist()
 
 
 def _slow(rows: int = SLOW_ROWS) -> service_pb2.ModelInferRequest:
@@ -127,7 +132,7 @@ def test_bad_input_never_wedges_the_server(server):
             bad.append(exc.code())
     assert bad == [grpc.StatusCode.INVALID_ARGUMENT] * 50
     answer = server.stub.ModelInfer(_request("dummy", "b", np.zeros((1, 10), np.float32)), timeout=10)
-    assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
+    assert _floats(answer) == [1.0] * 10
 
 
 def test_model_directory_deleted_while_serving(tmp_path):
@@ -155,7 +160,7 @@ def test_model_directory_deleted_while_serving(tmp_path):
 
         wait_for(retired, timeout=20)
         answer = server.stub.ModelInfer(_request("kept", "b", x), timeout=10)
-        assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
+        assert _floats(answer) == [1.0] * 10
     finally:
         server.stop()
 
@@ -178,7 +183,7 @@ def test_model_files_corrupted_while_serving(tmp_path):
 
         def served_by(name: str) -> str:
             answer = server.stub.ModelInfer(_request(name, "b", x), timeout=10)
-            assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
+            assert _floats(answer) == [1.0] * 10
             return answer.model_version
 
         assert served_by("m") == "1"
@@ -274,42 +279,42 @@ class OvmsPythonModel:
             time.sleep(60)
         return [Tensor("y", bytes(inputs[0]))]
 """
-HANGING_GRAPH = """
-input_stream: "OVMS_PY_TENSOR:x"
-output_stream: "OVMS_PY_TENSOR:y"
-node {
-  name: "hanging"
-  calculator: "PythonExecutorCalculator"
-  input_side_packet: "PYTHON_NODE_RESOURCES:py"
-  input_stream: "INPUT:x"
-  output_stream: "OUTPUT:y"
-  node_options: { [type.googleapis.com / mediapipe.PythonExecutorCalculatorOptions]: { handler_path: "hang.py" } }
-}
-"""
+MODELS = {"model_config_list": [{"config": {"name": "dummy", "base_path": "dummy"}}]}
+
+
+def _user_code_repository(root: Path, library: str, handler: str, **params: str) -> dict:
+    """`dummy`, pipeline `p` (request `in` -> one custom node of `library` -> `out`) and graph `g` (one Python node
+    running `handler`, stream `x` -> `y`); returns the config."""
+    models.build_dummy(root / "dummy" / "1" / "model.xml")
+    (root / "library.py").write_text(library)
+    (root / "g").mkdir()
+    (root / "g" / "graph.pbtxt").write_text(
+        graph_repository.python_graph(
+            ["OVMS_PY_TENSOR:x"], ["OVMS_PY_TENSOR:y"], ['input_stream: "INPUT:x"', 'output_stream: "OUTPUT:y"'],
+            "handler.py", "node",
+        )
+    )  # fmt: skip
+    (root / "g" / "handler.py").write_text(handler)
+    node = {
+        "name": "n", "type": "custom", "library_name": "lib", "params": params,
+        "inputs": [{"x": {"node_name": "request", "data_item": "in"}}],
+        "outputs": [{"data_item": "y", "alias": "y"}],
+    }  # fmt: skip
+    return {
+        **MODELS,
+        "custom_node_library_config_list": [{"name": "lib", "base_path": "library.py"}],
+        "pipeline_config_list": [
+            {"name": "p", "inputs": ["in"], "nodes": [node], "outputs": [{"out": {"node_name": "n", "data_item": "y"}}]}
+        ],
+        "mediapipe_config_list": [{"name": "g", "base_path": "g"}],
+    }
 
 
 def test_hanging_user_code_honours_deadlines_and_holds_up_nothing_else(tmp_path):
     """A custom node and a Python node that hang, more times than their pools have threads: their callers get
     DEADLINE_EXCEEDED on time; the hung threads are written off and replaced, so the same pipeline and graph, and
     models, keep being served at once; and the hung calls do not hold up the server's exit."""
-    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
-    (tmp_path / "hang_library.py").write_text(HANGING_LIBRARY)
-    (tmp_path / "g").mkdir()
-    (tmp_path / "g" / "graph.pbtxt").write_text(HANGING_GRAPH)
-    (tmp_path / "g" / "hang.py").write_text(HANGING_HANDLER)
-    node = {
-        "name": "n", "type": "custom", "library_name": "hang", "params": {"hang_seconds": "60"},
-        "inputs": [{"x": {"node_name": "request", "data_item": "in"}}],
-        "outputs": [{"data_item": "y", "alias": "y"}],
-    }  # fmt: skip
-    config = {
-        "model_config_list": [{"config": {"name": "dummy", "base_path": "dummy"}}],
-        "custom_node_library_config_list": [{"name": "hang", "base_path": "hang_library.py"}],
-        "pipeline_config_list": [
-            {"name": "p", "inputs": ["in"], "nodes": [node], "outputs": [{"out": {"node_name": "n", "data_item": "y"}}]}
-        ],
-        "mediapipe_config_list": [{"name": "g", "base_path": "g"}],
-    }
+    config = _user_code_repository(tmp_path, HANGING_LIBRARY, HANGING_HANDLER, hang_seconds="60")
     server = serve_config(tmp_path, config)
     try:
         hang = np.ones((1, 10), np.float32)
@@ -326,13 +331,13 @@ def test_hanging_user_code_honours_deadlines_and_holds_up_nothing_else(tmp_path)
             assert time.monotonic() - started < 2
         started = time.monotonic()
         out = server.stub.ModelInfer(_request("p", "in", fine), timeout=10)
-        assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == [0.0] * 10
+        assert _floats(out) == [0.0] * 10
         text.raw_input_contents[0] = b"fine"
         assert server.stub.ModelInfer(text, timeout=10).raw_output_contents[0] == b"fine"
         out = server.stub.ModelInfer(_request("dummy", "b", fine), timeout=10)
-        assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == [1.0] * 10
+        assert _floats(out) == [1.0] * 10
         assert time.monotonic() - started < 3  # none of these waited for the hanging calls
-        log = (tmp_path / "log").read_text()
+        log = server.log()
         assert log.count("its thread is written off and replaced") == 2 * hung_per_kind
         assert "custom_node call execute still running" in log
         assert "python_node call PythonExecutorCalculator._call still running" in log
@@ -379,26 +384,7 @@ def test_leaking_user_code_keeps_the_server_serving_and_unloading_it_frees_the_m
     server's own RSS (what `process_resident_memory`-style monitoring sees), other servables are unaffected, and
     taking the pipeline and graph out of the config (a reload) runs `deinitialize`/`finalize` and drops what they
     held: the memory goes back."""
-    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
-    (tmp_path / "leak_library.py").write_text(LEAKING_LIBRARY)
-    (tmp_path / "g").mkdir()
-    (tmp_path / "g" / "graph.pbtxt").write_text(HANGING_GRAPH.replace("hang.py", "leak.py"))
-    (tmp_path / "g" / "leak.py").write_text(LEAKING_HANDLER)
-    node = {
-        "name": "n", "type": "custom", "library_name": "leak",
-        "inputs": [{"x": {"node_name": "request", "data_item": "in"}}],
-        "outputs": [{"data_item": "y", "alias": "y"}],
-    }  # fmt: skip
-    serving = {"model_config_list": [{"config": {"name": "dummy", "base_path": "dummy"}}]}
-    config = {
-        **serving,
-        "custom_node_library_config_list": [{"name": "leak", "base_path": "leak_library.py"}],
-        "pipeline_config_list": [
-            {"name": "p", "inputs": ["in"], "nodes": [node], "outputs": [{"out": {"node_name": "n", "data_item": "y"}}]}
-        ],
-        "mediapipe_config_list": [{"name": "g", "base_path": "g"}],
-    }
-    server = serve_config(tmp_path, config)
+    server = serve_config(tmp_path, _user_code_repository(tmp_path, LEAKING_LIBRARY, LEAKING_HANDLER))
     try:
         x = np.arange(10, dtype=np.float32).reshape(1, 10)
         text = service_pb2.ModelInferRequest(model_name="g")
@@ -408,14 +394,14 @@ def test_leaking_user_code_keeps_the_server_serving_and_unloading_it_frees_the_m
         calls = 5
         for _ in range(calls):
             out = server.stub.ModelInfer(_request("p", "in", x), timeout=30)
-            assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == x.ravel().tolist()
+            assert _floats(out) == x.ravel().tolist()
             assert server.stub.ModelInfer(text, timeout=30).raw_output_contents[0] == b"leak"
         leaked = server.rss_mb() - before
         assert leaked > 0.9 * 2 * calls * LEAK_MB, f"{leaked:.0f} MB"
         out = server.stub.ModelInfer(_request("dummy", "b", x), timeout=30)
-        assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == (x + 1).ravel().tolist()
+        assert _floats(out) == (x + 1).ravel().tolist()
 
-        (tmp_path / "config.json").write_text(json.dumps(serving))
+        (tmp_path / "config.json").write_text(json.dumps(MODELS))
         assert server.reload_config() == 201
         wait_for(lambda: server.rss_mb() - before < 0.1 * leaked, timeout=10)
         for name in ("p", "g"):
@@ -423,7 +409,7 @@ def test_leaking_user_code_keeps_the_server_serving_and_unloading_it_frees_the_m
                 server.stub.ModelInfer(_request(name, "in", x), timeout=30)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
         out = server.stub.ModelInfer(_request("dummy", "b", x), timeout=30)
-        assert np.frombuffer(out.raw_output_contents[0], np.float32).tolist() == (x + 1).ravel().tolist()
+        assert _floats(out) == (x + 1).ravel().tolist()
     finally:
         server.stop()
 
@@ -445,11 +431,7 @@ def test_a_stream_whose_generator_hangs_is_freed_when_its_client_leaves(tmp_path
     (`ovms_current_graphs` back to 0) even though closing the generator has to wait for the hung step; the hung
     step's thread is written off, and the graph serves new streams."""
     (tmp_path / "g").mkdir()
-    graph = graph_repository.python_graph(
-        ["OVMS_PY_TENSOR:x"], ["OVMS_PY_TENSOR:y"], ['input_stream: "INPUT:x"', 'output_stream: "OUTPUT:y"'],
-        "gen.py", "generator",
-    ).replace('  input_stream: "INPUT:x"', '  input_stream: "INPUT:x"' + graph_repository.LOOPBACK)  # fmt: skip
-    (tmp_path / "g" / "graph.pbtxt").write_text(graph)
+    (tmp_path / "g" / "graph.pbtxt").write_text(graph_repository.generative_graph("x", "y", "gen.py", "generator"))
     (tmp_path / "g" / "gen.py").write_text(HANGING_GENERATOR)
     config = {"model_config_list": [], "mediapipe_config_list": [{"name": "g", "base_path": "g"}]}
     server = serve_config(tmp_path, config, "--metrics_enable")
