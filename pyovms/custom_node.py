@@ -1,17 +1,20 @@
-"""Python custom nodes for pipelines: the `custom_node_library_config_list` libraries and the node interface.
+"""Custom nodes for pipelines: the `custom_node_library_config_list` libraries, of two kinds, behind one interface.
 
-A library is a Python file (`base_path` ending in `.py`, relative paths from config.json's directory) or an
-importable module name. It implements, as module-level functions, the calls of OVMS's C custom node API:
+- **C libraries**: a `base_path` that is a compiled shared library (told by the file's first bytes, or by a `.so`,
+  `.dylib` or `.dll` name) is loaded through OVMS's C custom node interface, unchanged (`custom_node_c.py`).
+- **Python libraries**: a `.py` file or an importable module name implementing the same calls as module-level
+  functions:
 
-    def initialize(params: dict[str, str]) -> object          # optional: the node's state, given to the others
-    def get_inputs_info(params, state) -> dict[str, tuple[str, list[int]]]     # name -> (KServe datatype, shape)
-    def get_outputs_info(params, state) -> dict[str, tuple[str, list[int]]]    # -1 for a free dimension
-    def execute(inputs: dict[str, np.ndarray], params, state) -> dict[str, np.ndarray]
-    def deinitialize(state) -> None                           # optional
+      def initialize(params: dict[str, str]) -> object          # optional: the node's state, given to the others
+      def get_inputs_info(params, state) -> dict[str, tuple[str, list[int]]]     # name -> (KServe datatype, shape)
+      def get_outputs_info(params, state) -> dict[str, tuple[str, list[int]]]    # -1 for a free dimension
+      def execute(inputs: dict[str, np.ndarray], params, state) -> dict[str, np.ndarray]
+      def deinitialize(state) -> None                           # optional
 
-`params` are the node's `params` from config.json. Each pipeline node gets its own `initialize`. `execute` runs on
-a worker thread, so a slow node does not stop the server from answering other requests; it must return an array
-for every output its node exposes. examples/custom_nodes/ holds two real libraries.
+A relative `base_path` that names a file is read from config.json's directory. Each pipeline node gets its own
+instance (`initialize`), whose `execute` runs on the user-code pool (`user_code.py`), so a slow node never stops the
+server from answering. An instance that its pipeline retires is deinitialized once nothing uses it any more: no
+request running on it, and (C) no output buffer of it still held. docs/custom_nodes.md has the details.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,6 +42,33 @@ from .user_code import USER_ERRORS, describe, run_user_code
 log = logging.getLogger("pyovms.custom_node")
 
 REQUIRED = ("get_inputs_info", "get_outputs_info", "execute")
+"""The functions a Python library must define."""
+
+SHARED_LIBRARY_SUFFIXES = (".so", ".dylib", ".dll")
+_BINARY_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"MZ")
+"""The first bytes of ELF, Mach-O (64, 32, universal) and PE files."""
+
+
+def is_shared_library(path: str) -> bool:
+    """Whether `path` is to be loaded as a C library: a compiled binary, or named like one."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError:
+        head = b""
+    if head.startswith(_BINARY_MAGIC):
+        return True
+    name = os.path.basename(path)
+    return name.endswith(SHARED_LIBRARY_SUFFIXES) or ".so." in name
+
+
+def file_signature(path: str) -> tuple[int, ...] | None:
+    """What tells a changed file from the one loaded (device, inode, size, modification time); None if no file."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,21 +81,145 @@ class LibraryConfig:
     @classmethod
     def from_json(cls, entry: Mapping[str, Any], config_dir: Path) -> LibraryConfig:
         base_path = entry["base_path"]
-        if base_path.endswith(".py") and not Path(base_path).is_absolute():
+        names_file = base_path.endswith(".py") or is_shared_library(base_path) or os.sep in base_path
+        if names_file and not Path(base_path).is_absolute():
             base_path = str(config_dir / base_path)
         return cls(entry["name"], base_path)
 
 
-class Library:
-    """A loaded custom node library (a Python module with the interface above)."""
+class Library(Protocol):
+    """A loaded custom node library of either kind."""
 
-    def __init__(self, name: str, module: ModuleType) -> None:
-        self.name = name
+    name: str
+    base_path: str
+    signature: tuple[int, ...] | None
+    """The library file's `file_signature` when it was loaded (None for a module name)."""
+
+    def instantiate(self, node_name: str, params: dict[str, str]) -> CustomNode:
+        """One pipeline node's instance: initialized, its inputs and outputs read."""
+        ...
+
+
+def load_library(config: LibraryConfig, previous: Library | None = None) -> Library:
+    """Load the library `config` names, of the kind its file shows; `previous` is the one it replaces (a reload).
+    Raises ServingError with OVMS's status when it cannot be loaded."""
+    if is_shared_library(config.base_path):
+        from .custom_node_c import CLibrary  # ctypes and the ABI only when a C library is configured
+
+        return CLibrary.load(config, previous)
+    return PythonLibrary.load(config)
+
+
+class CustomNode:
+    """One pipeline node's instance of a library: its declared inputs and outputs, execution on the user-code pool,
+    and a deinitialization deferred until nothing uses the instance."""
+
+    def __init__(
+        self, library_name: str, node_name: str, inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpec]
+    ):
+        self.library_name = library_name
+        self.node_name = node_name
+        self.inputs = inputs
+        self.outputs = outputs
+        self._lock = threading.Lock()
+        self._users = 0
+        """Calls running (on pool threads) and, for C libraries, output buffers not given back yet."""
+        self._retiring = False
+        self._deinitialized = False
+        self._label = f"execute of node {node_name} ({library_name})"
+
+    async def execute(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
+        """Run the library on `inputs` on the user-code pool; the `wanted` outputs (data items), checked."""
+        try:
+            return await run_user_code("custom_node", self._run, inputs, wanted, label=self._label)
+        except ServingError:
+            raise
+        except Exception as exc:  # what the library raised (Python) or reported
+            log.exception("custom node %s (%s) failed", self.node_name, self.library_name)
+            raise ServingError(Status.NODE_LIBRARY_EXECUTION_FAILED, f"{type(exc).__name__}: {exc}") from exc
+
+    def _run(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
+        """On a pool thread: one execution, holding the instance so that it is not deinitialized meanwhile."""
+        self.acquire()
+        try:
+            produced = self._execute(inputs, wanted)
+        finally:
+            self.release()
+        for name in wanted:
+            self._check_output(name, produced[name])
+        return produced
+
+    def _execute(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
+        """The library's execution; every wanted output in the result, or a ServingError."""
+        raise NotImplementedError
+
+    def _check_output(self, name: str, array: np.ndarray) -> None:
+        declared = self.outputs.get(name)
+        datatype = tensors.from_numpy(array.dtype) if array.dtype.kind in "biuf" else None
+        if declared is not None and datatype != declared.datatype:
+            raise ServingError(
+                Status.NODE_LIBRARY_OUTPUT_INVALID,
+                f"output {name} has datatype {datatype or array.dtype}; declared: {declared.datatype}",
+            )
+
+    def acquire(self) -> None:
+        """Count a user of this instance (a running call, an output buffer)."""
+        with self._lock:
+            if self._deinitialized:
+                raise ServingError(Status.PIPELINE_DEFINITION_NOT_LOADED_ANYMORE, f"node {self.node_name}")
+            self._users += 1
+
+    def release(self) -> None:
+        """A user has finished; the last one after `close` deinitializes."""
+        with self._lock:
+            self._users -= 1
+            finish = self._retiring and self._users == 0 and not self._deinitialized
+            self._deinitialized = self._deinitialized or finish
+        if finish:
+            self._deinitialize()
+
+    def close(self) -> None:
+        """Retire the instance: deinitialize now if nothing uses it, else when the last user has finished."""
+        with self._lock:
+            self._retiring = True
+            finish = self._users == 0 and not self._deinitialized
+            self._deinitialized = self._deinitialized or finish
+        if finish:
+            self._deinitialize()
+
+    @property
+    def deinitialized(self) -> bool:
+        return self._deinitialized
+
+    def _deinitialize(self) -> None:
+        raise NotImplementedError
+
+
+def tensor_specs(library: str, declared: Mapping[str, tuple[str, list[int]]]) -> dict[str, TensorSpec]:
+    """TensorSpecs of declared inputs or outputs: name -> (KServe datatype, shape with -1 for any size)."""
+    specs = {}
+    for name, (datatype, shape) in sorted(declared.items()):
+        described = tensors.DATATYPES.get(datatype)
+        if described is None:
+            raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{library}: tensor {name} has datatype {datatype}")
+        dims = tuple(Dim.any() if d == -1 else Dim.static(d) for d in shape)
+        specs[name] = TensorSpec(name, datatype, described.precision, dims, 0 if dims else None)
+    return specs
+
+
+class PythonLibrary:
+    """A Python custom node library: a module with the functions above."""
+
+    def __init__(self, config: LibraryConfig, module: ModuleType, signature: tuple[int, ...] | None) -> None:
+        self.name = config.name
+        self.base_path = config.base_path
         self.module = module
+        self.signature = signature
 
     @classmethod
-    def load(cls, config: LibraryConfig) -> Library:
-        """Import the library; raise ServingError when it cannot be imported or lacks a required function."""
+    def load(cls, config: LibraryConfig) -> PythonLibrary:
+        """Import the library; ServingError when it cannot be imported or lacks a required function."""
+        signature = file_signature(config.base_path) if config.base_path.endswith(".py") else None
         try:
             if config.base_path.endswith(".py"):
                 spec = importlib.util.spec_from_file_location(f"pyovms_custom_node_{config.name}", config.base_path)
@@ -79,46 +235,32 @@ class Library:
         missing = [name for name in REQUIRED if not callable(getattr(module, name, None))]
         if missing:
             raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{config.name}: no {', '.join(missing)}")
-        return cls(config.name, module)
+        return cls(config, module, signature)
+
+    def instantiate(self, node_name: str, params: dict[str, str]) -> PythonCustomNode:
+        return PythonCustomNode(self, node_name, params)
 
 
-class CustomNode:
-    """One pipeline node's instance of a library: its state, tensor metadata and execution."""
+class PythonCustomNode(CustomNode):
+    """A node running a Python library: the state `initialize` returned, passed to every call."""
 
-    def __init__(self, library: Library, node_name: str, params: dict[str, str]) -> None:
-        self.library = library
-        self.node_name = node_name
+    def __init__(self, library: PythonLibrary, node_name: str, params: dict[str, str]) -> None:
+        self.module = library.module
         self.params = params
-        initialize = getattr(library.module, "initialize", None)
+        initialize: Callable[[dict[str, str]], Any] | None = getattr(self.module, "initialize", None)
         try:
             self.state = initialize(params) if callable(initialize) else None
-            self.inputs = self._specs(library.module.get_inputs_info(params, self.state))
-            self.outputs = self._specs(library.module.get_outputs_info(params, self.state))
+            inputs = tensor_specs(library.name, self.module.get_inputs_info(params, self.state))
+            outputs = tensor_specs(library.name, self.module.get_outputs_info(params, self.state))
         except ServingError:
             raise
         except USER_ERRORS as exc:
             message = f"{library.name} in node {node_name}: {describe(exc)}"
             raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, message) from exc
+        super().__init__(library.name, node_name, inputs, outputs)
 
-    def _specs(self, info: Mapping[str, tuple[str, list[int]]]) -> dict[str, TensorSpec]:
-        specs = {}
-        for name, (datatype, shape) in sorted(info.items()):
-            described = tensors.DATATYPES.get(datatype)
-            if described is None:
-                raise ServingError(
-                    Status.PIPELINE_INCORRECT_LIBRARY, f"{self.library.name}: tensor {name} has datatype {datatype}"
-                )
-            dims = tuple(Dim.any() if d == -1 else Dim.static(d) for d in shape)
-            specs[name] = TensorSpec(name, datatype, described.precision, dims, 0 if dims else None)
-        return specs
-
-    async def execute(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
-        """Run the library's `execute` on a worker thread; check it returned every wanted output."""
-        try:
-            produced = await run_user_code("custom_node", self.library.module.execute, inputs, self.params, self.state)
-        except Exception as exc:
-            log.exception("custom node %s (%s) failed", self.node_name, self.library.name)
-            raise ServingError(Status.NODE_LIBRARY_EXECUTION_FAILED, f"{type(exc).__name__}: {exc}") from exc
+    def _execute(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
+        produced = self.module.execute(inputs, self.params, self.state)
         if not isinstance(produced, Mapping):
             raise ServingError(Status.NODE_LIBRARY_OUTPUT_INVALID, f"execute returned {type(produced).__name__}")
         outputs = {}
@@ -131,10 +273,11 @@ class CustomNode:
             outputs[name] = np.ascontiguousarray(value)
         return outputs
 
-    def close(self) -> None:
-        deinitialize = getattr(self.library.module, "deinitialize", None)
+    def _deinitialize(self) -> None:
+        deinitialize = getattr(self.module, "deinitialize", None)
         if callable(deinitialize):
             try:
                 deinitialize(self.state)
             except USER_ERRORS:
                 log.exception("deinitialize of custom node %s failed", self.node_name)
+        self.state = None

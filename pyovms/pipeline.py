@@ -3,7 +3,7 @@
 A pipeline is a servable like a model version: it is found by name after models (spec §2.2), is unversioned
 (always version 1; a request's version must still parse), validates requests against its own inputs, and answers
 with the outputs its `outputs` section names. Its inputs are the implicit `request` node's outputs and its outputs
-the implicit `response` node's inputs; `DL model` nodes run a served model, `custom` nodes a Python library
+the implicit `response` node's inputs; `DL model` nodes run a served model, `custom` nodes a C or Python library
 (`pyovms.custom_node`).
 
 Execution: every node is an asyncio task that waits for the nodes it reads from, so independent branches run
@@ -12,8 +12,11 @@ outputs that go straight to the response keep those bytes.
 
 Demultiplexing: a node with `demultiply_count` (or the entry, with the pipeline's) has its outputs cut along the
 first dimension into branches (views); the nodes downstream run once per branch, concurrently, until a node that
-names it in `gather_from_node` (or the response) stacks the branches again. One level of demultiplexing is
-served; nested demultiplexers are refused at load.
+names it in `gather_from_node` (or the response) stacks the branches again. Demultiplexers nest: a demultiplexer
+inside another's branches opens a level inside it, and levels are gathered innermost first (LIFO), by nodes or, for
+every level still open, by the response (one new leading dimension per level, the outermost first).
+
+A retired pipeline (reload, shutdown) deinitializes its custom nodes once the requests running on it have finished.
 
 Validation happens when the pipeline is loaded, after the models, with OVMS's messages (spec §5.3); an invalid
 pipeline is registered but not available, and the others are unaffected.
@@ -118,16 +121,24 @@ class _Node:
     """The model's (or custom node's) input specs, by input name (checked against the tensors it receives)."""
     dependencies: tuple[str, ...]
     custom: CustomNode | None = None
-    branch: str | None = None
-    """The demultiplexer (a node's name, or `request` for the entry) whose branches this node runs once per."""
-    gathers: str | None = None
-    """The demultiplexer whose branches are stacked into this node's inputs (`gather_from_node`)."""
+    gathers: bool = False
+    """Whether the node stacks the innermost level of its inputs' branches (`gather_from_node`)."""
     split: int | None = None
     """This node's `demultiply_count` (-1: dynamic); None when it does not demultiplex."""
 
     @property
     def name(self) -> str:
         return self.config.name
+
+
+Value = np.ndarray | InferOutput
+Branch = tuple[int, ...]
+"""Which branch a result belongs to: one index per demultiplexing level, outermost first (`()` outside any)."""
+Results = dict[Branch, dict[str, Value]]
+"""A node's outputs by alias, for each branch it ran in (one entry, `()`, outside demultiplexing)."""
+
+DEMULTIPLY_LIMIT = 10_000
+"""The most branches one demultiplexer may open (OVMS's limit, and config.json's bound on `demultiply_count`)."""
 
 
 class Pipeline:
@@ -152,18 +163,41 @@ class Pipeline:
         self._nodes = nodes
         self._repository = repository
         self._entry_split = _count(config.demultiply_count)
+        self._running = 0
+        self._retired = False
 
     @classmethod
     def build(cls, config: PipelineConfig, repository: Repository) -> Pipeline:
         """Validate `config` against the served models; raise ServingError with OVMS's message when invalid."""
         return _Validator(config, repository).build()
 
+    @property
+    def libraries(self) -> set[str]:
+        """The custom node libraries its nodes run."""
+        return {node.config.library_name for node in self._nodes if node.custom is not None}
+
+    @property
+    def models(self) -> set[str]:
+        """The models its nodes run."""
+        return {node.config.model_name for node in self._nodes if node.custom is None}
+
     async def infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = ()) -> list[InferOutput]:
         started = time.perf_counter_ns()
-        request: Shards = dict(inputs)
+        self._running += 1
+        try:
+            outputs = await self._infer(inputs, requested)
+        finally:
+            self._running -= 1
+            if self._retired and self._running == 0:
+                self._close_nodes()
+        self.statistics.compute_infer.add(time.perf_counter_ns() - started)
+        return outputs
+
+    async def _infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str]) -> list[InferOutput]:
+        request: Results = {(): dict(inputs)}
         if self._entry_split is not None:
             request = _split(request, self._entry_split, REQUEST)
-        results: dict[str, Shards] = {REQUEST: request}
+        results: dict[str, Results] = {REQUEST: request}
         tasks: dict[str, asyncio.Task[None]] = {}
         for node in self._nodes:  # topological order: a node's dependencies have their tasks already
             tasks[node.name] = asyncio.ensure_future(self._run(node, results, tasks))
@@ -178,28 +212,26 @@ class Pipeline:
         for name, source in sorted(self.config.outputs.items()):
             if wanted and name not in wanted:
                 continue
-            value = results[source.node]
-            if isinstance(value, list):  # branches not gathered by a node are gathered at the response
-                outputs.append(InferOutput.from_array(name, _stack([branch[source.item] for branch in value])))
-            else:
-                outputs.append(_as_output(name, value[source.item]))
-        self.statistics.compute_infer.add(time.perf_counter_ns() - started)
+            branches = {branch: values[source.item] for branch, values in results[source.node].items()}
+            while () not in branches:  # every level not gathered by a node is gathered here, innermost first
+                branches = _gather(branches)
+            outputs.append(_as_output(name, branches[()]))
         return outputs
 
-    async def _run(self, node: _Node, results: dict[str, Shards], tasks: dict[str, asyncio.Task[None]]) -> None:
+    async def _run(self, node: _Node, results: dict[str, Results], tasks: dict[str, asyncio.Task[None]]) -> None:
         await asyncio.gather(*(tasks[name] for name in node.dependencies))
-        if node.branch is None:
-            feed = {
-                name: _read(results[s.node], s.item, gather=node.gathers is not None) for name, s in node.config.inputs
+        sources = {name: results[s.node] for name, s in node.config.inputs}
+        if node.gathers:
+            feeds = _gathered_feeds(node, sources)
+        else:
+            branches = next(iter(sources.values())).keys() if sources else [()]
+            feeds = {
+                branch: {name: _array(sources[name][branch][s.item]) for name, s in node.config.inputs}
+                for branch in branches
             }
-            produced: Shards = await self._execute(node, feed)
-            results[node.name] = produced if node.split is None else _split(produced, node.split, node.name)
-            return
-        count = len(results[node.branch])
-        feeds = [
-            {name: _read(results[s.node], s.item, branch=i) for name, s in node.config.inputs} for i in range(count)
-        ]
-        results[node.name] = list(await asyncio.gather(*(self._execute(node, feed) for feed in feeds)))
+        runs = await asyncio.gather(*(self._execute(node, feed) for feed in feeds.values()))
+        produced: Results = dict(zip(feeds, runs, strict=True))
+        results[node.name] = produced if node.split is None else _split(produced, node.split, node.name)
 
     async def _execute(self, node: _Node, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray | InferOutput]:
         """One run of the node on `feed`; outputs by alias. Errors name the node."""
@@ -220,15 +252,15 @@ class Pipeline:
         return {alias: by_item[item] for alias, item in node.config.outputs.items()}
 
     def close(self) -> None:
-        """Deinitialize the custom nodes."""
+        """Retire the pipeline: its custom nodes are deinitialized once the requests running on it have finished."""
+        self._retired = True
+        if self._running == 0:
+            self._close_nodes()
+
+    def _close_nodes(self) -> None:
         for node in self._nodes:
             if node.custom is not None:
                 node.custom.close()
-
-
-Value = np.ndarray | InferOutput
-Shards = dict[str, Value] | list[dict[str, Value]]
-"""A node's outputs by alias; a list of them, one per branch, inside a demultiplexed part of the pipeline."""
 
 
 def _count(configured: int | None) -> int | None:
@@ -240,38 +272,63 @@ def _array(value: Value) -> np.ndarray:
     return value if isinstance(value, np.ndarray) else value.as_numpy()
 
 
-def _read(shards: Shards, item: str, branch: int | None = None, gather: bool = False) -> np.ndarray:
-    """A tensor a node reads: from one branch, gathered from every branch, or as is."""
-    if isinstance(shards, dict):
-        return _array(shards[item])
-    if branch is not None:
-        return _array(shards[branch][item])
-    assert gather
-    return _stack([shard[item] for shard in shards])
+def _gathered_feeds(node: _Node, sources: dict[str, Results]) -> dict[Branch, dict[str, np.ndarray]]:
+    """A gathering node's inputs: each input's branches stacked along its innermost level."""
+    feeds: dict[Branch, dict[str, np.ndarray]] = {}
+    for name, source in node.config.inputs:
+        values = {branch: outputs[source.item] for branch, outputs in sources[name].items()}
+        for branch, stacked in _gather(values).items():
+            feeds.setdefault(branch, {})[name] = stacked
+    return feeds
+
+
+def _gather(values: dict[Branch, Value]) -> dict[Branch, np.ndarray]:
+    """Collapse the innermost level: the values of sibling branches stacked in branch order (a new first dim)."""
+    siblings: dict[Branch, list[Value]] = {}
+    for branch in sorted(values):
+        siblings.setdefault(branch[:-1], []).append(values[branch])
+    return {outer: _stack(group) for outer, group in siblings.items()}
 
 
 def _stack(values: list[Value]) -> np.ndarray:
     arrays = [_array(v) for v in values]
-    if any(a.shape != arrays[0].shape for a in arrays):
-        shapes = sorted({str(list(a.shape)) for a in arrays})
+    if any(a.shape != arrays[0].shape or a.dtype != arrays[0].dtype for a in arrays):
+        shapes = sorted({f"{a.dtype.name} {list(a.shape)}" for a in arrays})
         raise ServingError(Status.PIPELINE_INCONSISTENT_SHARD_DIMENSIONS, ", ".join(shapes))
     return np.stack(arrays)
 
 
-def _split(produced: dict[str, Value], count: int, node: str) -> list[dict[str, Value]]:
-    """Every output of `node` cut along its first dimension into branches (views, no copy)."""
-    arrays = {alias: _array(value) for alias, value in produced.items()}
-    sizes = {alias: a.shape[0] if a.ndim else 0 for alias, a in arrays.items()}
-    found = next(iter(sizes.values()), 0)
-    if any(size != found for size in sizes.values()) or (count > 0 and found != count):
-        expected = count if count > 0 else found
-        raise ServingError(
-            Status.PIPELINE_WRONG_DIMENSION_SIZE_TO_DEMULTIPLY,
-            f"Node: {node}; Expected: {expected}; Actual: {', '.join(f'{k}: {v}' for k, v in sorted(sizes.items()))}",
-        )
-    if found == 0:
-        raise ServingError(Status.PIPELINE_DEMULTIPLEXER_NO_RESULTS, f"Node: {node}")
-    return [{alias: array[i] for alias, array in arrays.items()} for i in range(found)]
+def _split(produced: Results, count: int, node: str) -> Results:
+    """Every output of `node`, in every branch it ran in, cut along its first dimension into branches one level
+    deeper (views, no copy)."""
+    split: Results = {}
+    for branch, outputs in produced.items():
+        arrays = {alias: _array(value) for alias, value in outputs.items()}
+        sizes = {alias: a.shape[0] if a.ndim else 0 for alias, a in arrays.items()}
+        found = next(iter(sizes.values()), 0)
+        if found > DEMULTIPLY_LIMIT:
+            raise ServingError(
+                Status.PIPELINE_TOO_LARGE_DIMENSION_SIZE_TO_DEMULTIPLY,
+                f"Node: {node}; {found} branches, at most {DEMULTIPLY_LIMIT}",
+            )
+        flat = sorted(alias for alias, a in arrays.items() if a.ndim == 0)
+        if flat:
+            raise ServingError(
+                Status.PIPELINE_WRONG_NUMBER_OF_DIMENSIONS_TO_DEMULTIPLY,
+                f"Node: {node}; {', '.join(f'{a}: {list(arrays[a].shape)}' for a in flat)}",
+            )
+        if any(size != found for size in sizes.values()) or (count > 0 and found != count):
+            expected = count if count > 0 else found
+            actual = ", ".join(f"{k}: {v}" for k, v in sorted(sizes.items()))
+            raise ServingError(
+                Status.PIPELINE_WRONG_DIMENSION_SIZE_TO_DEMULTIPLY,
+                f"Node: {node}; Expected: {expected}; Actual: {actual}",
+            )
+        if found == 0:
+            raise ServingError(Status.PIPELINE_DEMULTIPLEXER_NO_RESULTS, f"Node: {node}")
+        for i in range(found):
+            split[(*branch, i)] = {alias: array[i] for alias, array in arrays.items()}
+    return split
 
 
 def _as_output(name: str, value: np.ndarray | InferOutput) -> InferOutput:
@@ -303,7 +360,7 @@ class _Validator:
         model_inputs, model_outputs = self._model_specs()
         self._check_connections(model_inputs, model_outputs)
         order = self._topological_order()
-        self.branch = self._branches(order)
+        self._assign_levels(order)
         inputs = self._pipeline_inputs(model_inputs)
         outputs = self._pipeline_outputs(inputs, model_outputs)
         self._check_tensor_agreement(model_inputs, model_outputs)
@@ -313,42 +370,40 @@ class _Validator:
                 model_inputs[name],
                 tuple(sorted({s.node for _, s in self.nodes[name].inputs if s.node != REQUEST})),
                 self.custom.get(name),
-                self.branch[name],
-                self.nodes[name].gather_from_node or None,
+                bool(self.nodes[name].gather_from_node),
                 _count(self.nodes[name].demultiply_count),
             )
             for name in order
         ]
         return Pipeline(config, nodes, inputs, outputs, self.repository)
 
-    def _source_branch(self, source: Connection) -> str | None:
-        """Which demultiplexer's branches a tensor belongs to (None: not demultiplexed)."""
+    def _source_levels(self, source: Connection) -> tuple[str, ...]:
+        """The demultiplexers (outermost first) whose branches a tensor belongs to."""
         if source.node == REQUEST:
-            return REQUEST if self.config.demultiply_count is not None else None
+            return (REQUEST,) if self.config.demultiply_count is not None else ()
         producer = self.nodes[source.node]
-        if producer.demultiply_count is not None:
-            if self.branch[producer.name] is not None:
-                raise _invalid(Status.NOT_IMPLEMENTED, f"node {producer.name}: nested demultiplexing is not served yet")
-            return producer.name
-        return self.branch[producer.name]
+        levels = self.levels[producer.name]
+        return (*levels, producer.name) if producer.demultiply_count is not None else levels
 
-    def _branches(self, order: list[str]) -> dict[str, str | None]:
-        """Each node's demultiplexing level; a node's inputs share one, and a gather closes the one it names."""
-        self.branch: dict[str, str | None] = {}
+    def _assign_levels(self, order: list[str]) -> None:
+        """Each node's demultiplexing levels (OVMS's session levels): a node's inputs share theirs, a gather closes
+        the innermost one and must name it (LIFO order); a demultiplexer may open a level inside another's."""
+        self.levels: dict[str, tuple[str, ...]] = {}
         for name in order:
             node = self.nodes[name]
-            levels = {self._source_branch(source) for _, source in node.inputs}
-            if node.gather_from_node:
-                if levels != {node.gather_from_node}:
-                    raise _invalid(
-                        Status.PIPELINE_DEMUX_GATHER_NOT_LIFO, f"node {name} gathers from {node.gather_from_node}"
-                    )
-                self.branch[name] = None
-            elif len(levels) > 1:
+            found = {self._source_levels(source) for _, source in node.inputs}
+            if len(found) > 1:
                 raise _invalid(Status.PIPELINE_DEMUX_GATHER_NOT_LIFO, f"node {name} reads from different branch levels")
-            else:
-                self.branch[name] = next(iter(levels), None)
-        return self.branch
+            levels = next(iter(found), ())
+            if node.gather_from_node:
+                if not levels or levels[-1] != node.gather_from_node:
+                    innermost = f"; the innermost is {levels[-1]}" if levels else ""
+                    raise _invalid(
+                        Status.PIPELINE_DEMUX_GATHER_NOT_LIFO,
+                        f"node {name} gathers from {node.gather_from_node}{innermost}",
+                    )
+                levels = levels[:-1]
+            self.levels[name] = levels
 
     def _branch_count(self, demultiplexer: str) -> int:
         count = self.config.demultiply_count if demultiplexer == REQUEST else self.nodes[demultiplexer].demultiply_count
@@ -389,6 +444,9 @@ class _Validator:
                 raise _invalid(Status.PIPELINE_GATHER_NOT_DEMULTIPLEXER, f"node {node.name}: {gather}")
             if node.type == "custom":
                 if node.library_name not in self.repository.libraries:
+                    failure = self.repository.library_failures.get(node.library_name)
+                    if failure is not None:  # the library's own failure, OVMS's message for it
+                        raise _invalid(failure.status, f"node {node.name}: {failure.details}")
                     raise _invalid(Status.PIPELINE_INCORRECT_LIBRARY, f"node {node.name}: {node.library_name}")
                 continue
             if node.model_name not in self.repository.models:
@@ -405,7 +463,7 @@ class _Validator:
         for node in self.config.nodes:
             if node.type == "custom":
                 library = self.repository.libraries[node.library_name]
-                custom = self.custom[node.name] = CustomNode(library, node.name, node.params)
+                custom = self.custom[node.name] = library.instantiate(node.name, node.params)
                 inputs[node.name], outputs[node.name] = custom.inputs, custom.outputs
                 continue
             model = self.repository.models[node.model_name]
@@ -509,9 +567,8 @@ class _Validator:
                 spec = inputs[source.item]
             else:
                 spec = self._produced(source, model_outputs)
-                branch = self._source_branch(source)
-                if branch is not None:  # gathered at the response
-                    spec = _prepend(spec, self._branch_count(branch))
+                for level in reversed(self._source_levels(source)):  # gathered at the response, innermost first
+                    spec = _prepend(spec, self._branch_count(level))
             specs[name] = replace(spec, name=name)
         return specs
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import openvino as ov
 
 from .config import GraphEntry, ModelConfig
-from .custom_node import Library, LibraryConfig
+from .custom_node import Library, LibraryConfig, file_signature, load_library
 from .errors import ServingError, Status
 from .openvino_model import OpenVinoModel
 from .pipeline import Pipeline, PipelineConfig
@@ -129,7 +129,9 @@ class Repository:
         self._graph_sources: dict[str, tuple[GraphEntry, str]] = {}
         """The entry and graph.pbtxt text each loaded graph was built from (a reload rebuilds it when they change)."""
         self.libraries: dict[str, Library] = {}
-        """Custom node libraries that imported; pipelines naming another one are invalid."""
+        """Custom node libraries that loaded; pipelines naming another one are invalid."""
+        self.library_failures: dict[str, ServingError] = {}
+        """Why each configured library that is not loaded failed (what its pipelines report)."""
         self._pipeline_configs: list[PipelineConfig] = []
 
     async def load(
@@ -151,15 +153,35 @@ class Repository:
         self._pipeline_configs = list(pipelines)
         await self._reload_graphs(graphs)
 
-    def _load_libraries(self, libraries: Sequence[LibraryConfig]) -> None:
-        """Import the custom node libraries not imported yet; one that fails is logged and left out."""
-        for library in libraries:
-            if library.name in self.libraries:
+    def _load_libraries(self, libraries: Sequence[LibraryConfig]) -> set[str]:
+        """Load the custom node libraries that are new, whose `base_path` changed or whose file changed on disk, and
+        forget the ones no longer configured; the names of those that changed. A library that fails is logged and
+        left out (its pipelines report why); one that fails to load again keeps its loaded version serving."""
+        changed = set()
+        wanted = {library.name for library in libraries}
+        for name in [*self.libraries, *self.library_failures]:
+            if name not in wanted:
+                changed.add(name)
+                self.libraries.pop(name, None)
+                self.library_failures.pop(name, None)
+        for config in libraries:
+            current = self.libraries.get(config.name)
+            if current is not None and _unchanged(current, config):
                 continue
             try:
-                self.libraries[library.name] = Library.load(library)
+                library = load_library(config, current)
             except ServingError as exc:
-                log.error("Custom node library %s not loaded: %s", library.name, exc.message)
+                log.error("Custom node library %s not loaded: %s", config.name, exc.message)
+                if current is None:
+                    self.library_failures[config.name] = exc
+                    changed.add(config.name)
+                continue
+            self.libraries[config.name] = library
+            self.library_failures.pop(config.name, None)
+            changed.add(config.name)
+            if current is not None:
+                log.info("Custom node library %s reloaded from %s", config.name, config.base_path)
+        return changed
 
     def _load_pipeline(self, config: PipelineConfig) -> None:
         if config.name in self.models:
@@ -296,25 +318,26 @@ class Repository:
         """Apply a configuration again (spec §4.4): add new models, retire removed ones, reload a model whose
         configuration changed (its old versions serve until the new ones are loaded), rescan every model's version
         directories, then rebuild the pipelines. True when anything changed."""
-        changed = False
         wanted = {config.name: config for config in configs}
+        changed_models = set()
         for name, model in list(self.models.items()):
             if name not in wanted:
                 for entry in model.versions.values():
                     if entry.state == VersionState.AVAILABLE:
                         _retire(entry)
-                        changed = True
-        updates = []
+                        changed_models.add(name)
+        updates = {}
         for config in configs:
             model = self.models.get(config.name)
             if model is None or model.config != config:
-                updates.append(self._replace_model(config, model))
+                updates[config.name] = self._replace_model(config, model)
             else:
-                updates.append(self._load_model(model))
-        changed = any(await asyncio.gather(*updates)) or changed
-        self._load_libraries(libraries)
-        if changed or list(pipelines) != self._pipeline_configs:
-            changed = self._reload_pipelines(pipelines) or changed
+                updates[config.name] = self._load_model(model)
+        results = await asyncio.gather(*updates.values())
+        changed_models.update(name for name, changed in zip(updates, results, strict=True) if changed)
+        changed_libraries = self._load_libraries(libraries)
+        changed = self._reload_pipelines(pipelines, changed_models, changed_libraries)
+        changed = bool(changed_models or changed_libraries) or changed
         return await self._reload_graphs(graphs) or changed
 
     async def _replace_model(self, config: ModelConfig, old: Model | None) -> bool:
@@ -331,25 +354,46 @@ class Repository:
         self.models[config.name] = fresh
         return True
 
-    def _reload_pipelines(self, configs: Sequence[PipelineConfig]) -> bool:
-        """Rebuild every pipeline against the models as they are now; retire the ones no longer configured."""
-        wanted = {config.name for config in configs}
+    def _reload_pipelines(
+        self, configs: Sequence[PipelineConfig], changed_models: set[str], changed_libraries: set[str]
+    ) -> bool:
+        """After a change of models, libraries or pipeline definitions: rebuild the pipelines that are new, changed,
+        not available, or run a model or library that changed, and retire the ones no longer configured. The others
+        keep serving untouched (their custom nodes are not initialized again). A rebuilt pipeline replaces the old
+        one at once; the old one finishes the requests running on it, then deinitializes its custom nodes. True when
+        a pipeline changed."""
+        if not changed_models and not changed_libraries and list(configs) == self._pipeline_configs:
+            return False
+        self._pipeline_configs = list(configs)
+        wanted = {config.name: config for config in configs}
+        previous = {name: model.versions[1] for name, model in self.pipelines.items()}
         changed = False
-        for name, pipeline in list(self.pipelines.items()):
-            entry = pipeline.versions[1]
-            if isinstance(entry.servable, Pipeline):
-                entry.servable.close()
+        for name, entry in previous.items():
             if name not in wanted and entry.state != VersionState.END:
+                _close_pipeline(entry)
                 _retire(entry)
                 changed = True
-        previous = {name: model.versions[1].state for name, model in self.pipelines.items()}
-        self.pipelines = {name: model for name, model in self.pipelines.items() if name not in wanted}
-        self._pipeline_configs = list(configs)
+        models, self.pipelines = self.pipelines, {n: m for n, m in self.pipelines.items() if n not in wanted}
         for config in configs:
+            if config.name in self.pipelines:  # defined twice: the first definition is served
+                self._load_pipeline(config)
+                continue
+            entry = previous.get(config.name)
+            pipeline = entry.servable if entry is not None else None
+            unaffected = (
+                isinstance(pipeline, Pipeline)
+                and pipeline.config == config
+                and not pipeline.models & changed_models
+                and not pipeline.libraries & changed_libraries
+            )
+            if entry is not None and entry.state == VersionState.AVAILABLE and unaffected:
+                self.pipelines[config.name] = models[config.name]
+                continue
             self._load_pipeline(config)
-            loaded = self.pipelines.get(config.name)
-            if loaded is not None and previous.get(config.name) != loaded.versions[1].state:
-                changed = True
+            if entry is not None:
+                _close_pipeline(entry)
+            state = self.pipelines[config.name].versions[1].state if config.name in self.pipelines else None
+            changed = changed or entry is None or entry.state != state or entry.state == VersionState.AVAILABLE
         return changed
 
     async def _load_version(self, model: Model, version: int, base_path: Path) -> bool:
@@ -371,17 +415,21 @@ class Repository:
         log.info("Loaded model %s; version: %d; nireq: %d", model.name, version, servable.nireq)
         return True
 
-    def unload(self) -> None:
-        """Retire every version (UNLOADING -> END) and release the compiled models and graphs."""
+    def unload(self) -> list[OpenVinoModel]:
+        """Retire every version (UNLOADING -> END) and release the compiled models and graphs; the model versions
+        retired (whose inferences still running the caller may wait for before the process exits)."""
         for model in list(self.graphs.values()):
             if model.versions[1].state == VersionState.AVAILABLE:
                 self._retire_graph(model)
+        retired = []
         for model in self.servables():
             for entry in model.versions.values():
                 if entry.state == VersionState.AVAILABLE:
-                    if isinstance(entry.servable, Pipeline):
-                        entry.servable.close()
+                    if isinstance(entry.servable, OpenVinoModel):
+                        retired.append(entry.servable)
+                    _close_pipeline(entry)
                     _retire(entry)
+        return retired
 
     def get_model(self, name: str) -> Model:
         """The model, else the pipeline, else the graph of that name."""
@@ -422,6 +470,19 @@ def _read_text(path: str) -> str:
         return Path(path).read_text()
     except OSError:
         return ""
+
+
+def _unchanged(library: Library, config: LibraryConfig) -> bool:
+    """Whether a loaded library is still what `config` names: the same path, and the same file behind it."""
+    if library.base_path != config.base_path:
+        return False
+    return library.signature is None or library.signature == file_signature(config.base_path)
+
+
+def _close_pipeline(entry: ModelVersion) -> None:
+    """Retire a pipeline's custom nodes (after the requests running on it), if it is a pipeline that was built."""
+    if isinstance(entry.servable, Pipeline):
+        entry.servable.close()
 
 
 def _retire(entry: ModelVersion) -> None:

@@ -19,6 +19,7 @@ RESOURCE_EXHAUSTED instead of letting the queue (and the request bytes it holds)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -186,6 +187,13 @@ class InferRequestPool(Generic[T]):
         result = await future
         self.statistics.compute_infer.add(time.perf_counter_ns() - started)
         return result
+
+    def wait_finished(self) -> None:
+        """Block until the inferences OpenVINO is running have ended (their requests may have gone): a process that
+        exits while one runs is aborted by OpenVINO's destructors."""
+        for entry in list(self._in_flight.values()):
+            with contextlib.suppress(Exception):  # a failed inference has ended too
+                entry.request.wait()
 
     def _on_done(self, key: int) -> None:
         """OpenVINO's callback, on its own thread: copy the outputs out and hand them to the loop."""

@@ -7,6 +7,7 @@ true when the initial load finishes, whatever the outcome of each model.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 import sys
@@ -176,17 +177,28 @@ async def serve(settings: Settings) -> int:
     if rest_server is not None:
         stopping.append(rest_server.stop(settings.shutdown_grace_s))
     await asyncio.gather(*stopping)
-    repository.unload()
+    retired = repository.unload()
+    # Requests cut off by the grace period may leave inferences running in OpenVINO: let them end before the exit.
+    await asyncio.to_thread(lambda: [model.pool.wait_finished() for model in retired])
     return 0
 
 
 def run(settings: Settings, argv: list[str]) -> int:
     """Serve in this process, or supervise `--grpc_workers` processes running the same `argv`."""
     configure_logging(settings)
+    _report_crashes()
     if settings.grpc_workers > 1 and not is_worker():
         return supervise(settings, argv)
     with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
         return runner.run(serve(settings))
+
+
+def _report_crashes() -> None:
+    """A fatal signal (a C custom node library that crashes, say) writes every thread's Python stack to the log
+    before the process ends, so the log shows which node was running."""
+    handler = logging.getLogger().handlers[0]
+    stream = getattr(handler, "stream", None)
+    faulthandler.enable(file=stream if hasattr(stream, "fileno") else sys.stderr, all_threads=True)
 
 
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -56,11 +56,12 @@ class _Job:
     state: int = _QUEUED
     started: float = 0.0
     replaced: bool = False
+    label: str = ""
 
     @property
     def name(self) -> str:
-        """The function, for the log."""
-        return getattr(self.function, "__qualname__", repr(self.function))
+        """What runs, for the log: the caller's label, else the function's name."""
+        return self.label or getattr(self.function, "__qualname__", repr(self.function))
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -103,10 +104,10 @@ class UserCodePool:
         """Threads running calls whose requests have ended."""
         return self._abandoned
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """`function(*args)` on a pool thread, awaited without blocking the loop."""
+    async def run(self, function: Callable[..., T], *args: Any, label: str = "") -> T:
+        """`function(*args)` on a pool thread, awaited without blocking the loop; `label` names it in the log."""
         loop = asyncio.get_running_loop()
-        job = _Job(function, args, loop, loop.create_future())
+        job = _Job(function, args, loop, loop.create_future(), label=label)
         with self._lock:
             if self._idle:
                 self._idle -= 1
@@ -212,6 +213,6 @@ def user_code_pool(kind: str) -> UserCodePool:
     return pool
 
 
-async def run_user_code(kind: str, function: Callable[..., T], *args: Any) -> T:
-    """`function(*args)` on the `kind` pool, awaited without blocking the loop."""
-    return await user_code_pool(kind).run(function, *args)
+async def run_user_code(kind: str, function: Callable[..., T], *args: Any, label: str = "") -> T:
+    """`function(*args)` on the `kind` pool, awaited without blocking the loop; `label` names it in the log."""
+    return await user_code_pool(kind).run(function, *args, label=label)

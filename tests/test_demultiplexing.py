@@ -1,5 +1,6 @@
 """Pipeline demultiplexing (spec §5.2): static and dynamic demultiplexers, gathering at a node and at the response,
-demultiplexing at the pipeline entry (with binary images, 5-D), zero branches, and the load-time rules."""
+nested demultiplexers gathered level by level, demultiplexing at the pipeline entry (with binary images, 5-D), zero
+branches, and the load-time rules. (C nodes demultiplexing and gathering: test_custom_nodes_c.py.)"""
 
 from __future__ import annotations
 
@@ -61,6 +62,19 @@ DYNAMIC = _pipeline(
     ],
     {"out": ("model", "plus")},
 )
+NESTED = _pipeline(
+    "nested",
+    ["in"],
+    [
+        _tile("outer", ("request", "in"), "2", demultiply_count=2),
+        _tile("inner", ("outer", "tiles"), "3", demultiply_count=3),
+        _node("model", "dummy", {"b": ("inner", "tiles")}, {"a": "plus"}),
+        {**_custom("sum_inner", "nodes", {"x": ("model", "plus")}, {"y": "total"}, role="sum"), "gather_from_node": "inner"},
+        {**_custom("sum_outer", "nodes", {"x": ("sum_inner", "total")}, {"y": "total"}, role="sum"),
+         "gather_from_node": "outer"},
+    ],
+    {"total": ("sum_outer", "total"), "per_outer": ("sum_inner", "total"), "all": ("model", "plus")},
+)  # fmt: skip
 ENTRY = {**_pipeline("entry", ["in"], [_node("model", "dummy", {"b": ("request", "in")}, {"a": "plus"})],
                      {"out": ("model", "plus")}), "demultiply_count": -1}  # fmt: skip
 IMAGES = {**_pipeline("images", ["image"], [_node("model", "nhwc", {"x": ("request", "image")}, {"y": "pixels"})],
@@ -93,6 +107,10 @@ INVALID = {
                                 _node("b", "scalar_sink", {"x": ("a", "y")}, {"y": "z"})], {"z": ("b", "z")}),
         "Pipeline has not enough shape dimensions to demultiply - node a output y: [10]",
     ),
+    "nested_gathered_outer_first": (
+        {**NESTED, "nodes": [*NESTED["nodes"][:3], {**NESTED["nodes"][3], "gather_from_node": "outer"}, NESTED["nodes"][4]]},
+        "Demultiplexer and gather nodes are not in LIFO order - node sum_inner gathers from outer; the innermost is inner",
+    ),
     "mixed_levels": (
         _pipeline("x", ["in"], [
             _tile("tile", ("request", "in"), "2", demultiply_count=2),
@@ -120,7 +138,7 @@ def server(tmp_path_factory):
             {"config": {"name": n, "base_path": n, **({"layout": "NHWC"} if n == "nhwc" else {})}}
             for n in ("dummy", "add_two", "nhwc", "vector", "vector_sink", "scalar_sink")
         ],
-        "pipeline_config_list": [STATIC_GATHER, DYNAMIC, ENTRY, IMAGES, *invalid],
+        "pipeline_config_list": [STATIC_GATHER, DYNAMIC, NESTED, ENTRY, IMAGES, *invalid],
     }
     process = serve_config(root, config)
     yield process
@@ -154,6 +172,19 @@ def test_dynamic_demultiplexer_gathered_at_the_response(client):
     got = _infer(client, "dynamic", values)
     assert got.shape == (4, 1, 10)
     np.testing.assert_array_equal(got, np.stack([values + i + 1 for i in range(4)]))
+
+
+def test_nested_demultiplexers_gathered_level_by_level(client):
+    # outer branches x + i (2), inner x + i + j (3 in each), dummy + 1; summed over j, then over i
+    tensor = grpcclient.InferInput("in", [1, 10], "FP32")
+    tensor.set_data_from_numpy(X)
+    result = client.infer("nested", [tensor])
+    everything = np.stack([np.stack([X + i + j + 1 for j in range(3)]) for i in range(2)])
+    np.testing.assert_array_equal(result.as_numpy("all"), everything)
+    np.testing.assert_array_equal(result.as_numpy("per_outer"), everything.sum(axis=1))
+    np.testing.assert_array_equal(result.as_numpy("total"), everything.sum(axis=(0, 1)))
+    shapes = {t.name: list(t.shape) for t in client.get_model_metadata("nested").outputs}
+    assert shapes == {"all": [2, 3, 1, 10], "per_outer": [2, 1, 10], "total": [1, 10]}
 
 
 def test_zero_branches_abort(server):

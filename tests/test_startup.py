@@ -94,23 +94,35 @@ def test_event_loop_choice(tmp_path, flag, expected):
 
 @pytest.mark.parametrize("grace", ["60", "0"])
 def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(tmp_path, grace):
+    """SIGTERM while an inference runs (seen running: `ovms_infer_req_active` is 1): with a grace period it
+    finishes and is answered; without one it is cut off. Either way the server exits with 0."""
     import signal
     import threading
+    import urllib.request
 
     models.build_slow_to_infer(tmp_path / "slow" / "1" / "model.xml")
     process = ServerProcess(
-        ["--model_name", "slow", "--model_path", str(tmp_path / "slow"), "--shutdown_grace_seconds", grace],
+        ["--model_name", "slow", "--model_path", str(tmp_path / "slow"), "--shutdown_grace_seconds", grace,
+         "--plugin_config", '{"INFERENCE_PRECISION_HINT": "f32"}',  # no bf16 matrix units: slow everywhere
+         "--metrics_enable", "--metrics_list", "ovms_infer_req_active"],
         tmp_path / "log",
-    )
+    )  # fmt: skip
+
+    def active() -> float:
+        with urllib.request.urlopen(f"http://{process.rest_address}/metrics", timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        return sum(float(line.split()[-1]) for line in lines if line.startswith("ovms_infer_req_active{"))
+
     try:
-        rows = 64
+        rows = 512
         request = service_pb2.ModelInferRequest(model_name="slow")
         request.inputs.add(name="x", datatype="FP32", shape=[rows, 1024])
         request.raw_input_contents.append(np.ones((rows, 1024), dtype=np.float32).tobytes())
+        process.stub.ModelInfer(request, timeout=60)  # warm-up
         started = time.monotonic()
         process.stub.ModelInfer(request, timeout=60)
         per_row = (time.monotonic() - started) / rows
-        rows = max(64, int(1.0 / per_row))  # about a second of inference
+        rows = min(16384, max(rows, int(3.0 / per_row)))  # about three seconds of inference, 64 MB at most
         request.inputs[0].shape[:] = [rows, 1024]
         request.raw_input_contents[0] = np.ones((rows, 1024), dtype=np.float32).tobytes()
 
@@ -124,7 +136,10 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(tmp_path
 
         worker = threading.Thread(target=call)
         worker.start()
-        time.sleep(0.2)  # the inference is running
+        deadline = time.monotonic() + 60
+        while active() < 1 and time.monotonic() < deadline and worker.is_alive():
+            pass  # no sleep: the signal goes as soon as the inference is seen running
+        assert "response" not in outcome, f"the inference of {rows} rows ended before it was seen running"
         process.process.send_signal(signal.SIGTERM)
         worker.join(60)
         if grace == "0":  # no grace: the request in flight is cut off

@@ -1,0 +1,197 @@
+"""C custom nodes against the same node in Python and against a bare model, over gRPC with raw tensors; by hand.
+
+  python -m bench.c_nodes [--seconds 5] [--repeat 3] [--crash]
+
+- `model`: a bare model adding 1 (OpenVINO), the baseline;
+- `c_node`: a pipeline of one C node doing the same (examples/custom_nodes/add_one.c, compiled here with `cc`);
+- `python_node`: a pipeline of one Python node doing the same (numpy);
+
+each for a [1,10] FP32 tensor and a [1,150528] one (600 KB), at concurrency 1 and 8, with the latency each pipeline
+adds over the bare model. Then, in-process, whether the library reads the request's array in place (the address it
+got against the array's) and the cost of one C node call through the pipeline. `--crash` times a crash in a library
+(to the process gone) and a restart (to ServerReady) with a C node pipeline and the demo models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from tests.c_libraries import EXAMPLES, build_library
+
+from .loadgen import Result, grpc_load
+from .run import request_body
+from .servers import start_pyovms
+
+WIDTHS = {"[1,10]": 10, "[1,150528] 600 KB": 150528}
+PYTHON_NODE = """
+def get_inputs_info(params, state):
+    return {"in": ("FP32", [1, -1])}
+
+def get_outputs_info(params, state):
+    return {"out": ("FP32", [1, -1])}
+
+def execute(inputs, params, state):
+    return {"out": inputs["in"] + 1}
+"""
+
+
+def _build_add_one(path: Path) -> None:
+    """in FP32 [1,-1] -> out = in + 1."""
+    x = ops.parameter([1, -1], ov.Type.f32, name="in")
+    y = ops.add(x, ops.constant(np.array([[1.0]], dtype=np.float32)))
+    y.output(0).get_tensor().set_names({"out"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.Model([y.output(0)], [x], "add_one"), str(path))
+
+
+def _one_node(name: str, library: str) -> dict:
+    return {
+        "name": name,
+        "inputs": ["in"],
+        "nodes": [{"name": "node", "type": "custom", "library_name": library,
+                   "inputs": [{"in": {"node_name": "request", "data_item": "in"}}],
+                   "outputs": [{"data_item": "out", "alias": "out"}]}],
+        "outputs": [{"out": {"node_name": "node", "data_item": "out"}}],
+    }  # fmt: skip
+
+
+def write_repository(root: Path) -> Path:
+    _build_add_one(root / "model" / "1" / "model.xml")
+    library = build_library("add_one", root / "lib", sources=EXAMPLES)
+    (root / "python_add_one.py").write_text(PYTHON_NODE)
+    config = {
+        "model_config_list": [{"config": {"name": "model", "base_path": str(root / "model")}}],
+        "custom_node_library_config_list": [
+            {"name": "c_add_one", "base_path": str(library)},
+            {"name": "python_add_one", "base_path": str(root / "python_add_one.py")},
+        ],
+        "pipeline_config_list": [_one_node("c_node", "c_add_one"), _one_node("python_node", "python_add_one")],
+    }
+    path = root / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _median(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
+
+
+def measure(config: Path, seconds: float, repeat: int) -> None:
+    server = start_pyovms(config, ["model", "c_node", "python_node"], [])
+    try:
+        print("| tensor | concurrency | servable | req/s | p50 ms | p99 ms | p50 over the bare model |")
+        print("|---|---|---|---|---|---|---|")
+        for label, width in WIDTHS.items():
+            values = np.arange(width, dtype=np.float32).reshape(1, width)
+            for concurrency in (1, 8):
+                baseline = None
+                for servable in ("model", "c_node", "python_node"):
+                    body = request_body(servable, "in", values)
+                    runs = [asyncio.run(grpc_load(server.address, body, concurrency, seconds)) for _ in range(repeat)]
+                    result = _median(runs)
+                    baseline = baseline or result
+                    added = f"{(result.p50 - baseline.p50) * 1e3:+.0f} µs" if servable != "model" else ""
+                    print(f"| {label} | {concurrency} | {servable} | {result.rps:.0f} | {result.p50:.3f} | "
+                          f"{result.p99:.3f} | {added} |", flush=True)  # fmt: skip
+    finally:
+        server.stop()
+
+
+def in_process(root: Path) -> None:
+    """The input the library reads is the array the pipeline got (no copy), and what one C node call costs."""
+    from pyovms.custom_node import LibraryConfig
+    from pyovms.pipeline import PipelineConfig
+    from pyovms.repository import Repository
+
+    library = build_library("faulty", root / "lib")  # mode "ok": copies `in` and returns the address it read from
+    pipeline = _one_node("p", "faulty")
+    pipeline["nodes"][0]["outputs"].append({"data_item": "address", "alias": "address"})
+    pipeline["outputs"].append({"address": {"node_name": "node", "data_item": "address"}})
+
+    async def run() -> None:
+        repository = Repository()
+        await repository.load([], [PipelineConfig.from_json(pipeline)], [LibraryConfig("faulty", str(library))])
+        servable = repository.pipelines["p"].versions[1].servable
+        print("\n| tensor | library read the request's array in place | in-process pipeline call, median |")
+        print("|---|---|---|")
+        for label, width in WIDTHS.items():
+            values = np.random.default_rng(0).random((1, width), dtype=np.float32)
+            durations = []
+            for _ in range(2000):
+                started = time.perf_counter()
+                outputs = {o.name: o for o in await servable.infer({"in": values})}
+                durations.append(time.perf_counter() - started)
+            in_place = int(outputs["address"].as_numpy()[0, 0]) == values.ctypes.data
+            print(f"| {label} | {in_place} | {statistics.median(durations) * 1e6:.0f} µs |")
+        repository.unload()
+
+    asyncio.run(run())
+
+
+def crash(root: Path) -> None:
+    """Crash to exit, and a restart to ServerReady, for a server with the demo models and a C node pipeline."""
+    from pyovms.demo import build_demo_repository
+
+    demo = json.loads(build_demo_repository(root / "demo").read_text())
+    library = build_library("faulty", root / "lib")
+    crash_pipeline = _one_node("crash", "faulty")
+    crash_pipeline["nodes"][0]["params"] = {"mode": "crash"}
+    config = {
+        **demo,
+        "custom_node_library_config_list": [{"name": "faulty", "base_path": str(library)}],
+        "pipeline_config_list": [crash_pipeline],
+    }
+    for entry in config["model_config_list"]:
+        entry["config"]["base_path"] = str(root / "demo" / entry["config"]["base_path"])
+    path = root / "crash.json"
+    path.write_text(json.dumps(config))
+    body = request_body("crash", "in", np.ones((1, 10), np.float32))
+    exits, starts = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        server = start_pyovms(path, ["dummy", "crash"], [])
+        starts.append(time.perf_counter() - started)
+        with grpc.insecure_channel(server.address) as channel:
+            call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            started = time.perf_counter()
+            with contextlib.suppress(grpc.RpcError):  # UNAVAILABLE: the connection went with the process
+                call(body, timeout=30)
+            server.process.wait(30)
+            exits.append(time.perf_counter() - started)
+    print("\n| | median of 3 runs |")
+    print("|---|---|")
+    print(f"| crash to exit (request sent to the process gone) | {statistics.median(exits) * 1e3:.0f} ms |")
+    print(f"| start to ServerReady (demo models and a C node pipeline) | {statistics.median(starts):.2f} s |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--crash", action="store_true", help="time a crash and a restart instead")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        if args.crash:
+            crash(root)
+            return 0
+        measure(write_repository(root), args.seconds, args.repeat)
+        in_process(root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
