@@ -6,8 +6,9 @@
 - `c_node`: a pipeline of one C node doing the same (examples/custom_nodes/add_one.c, compiled here with `cc`);
 - `python_node`: a pipeline of one Python node doing the same (numpy);
 
-each for a [1,10] FP32 tensor and a [1,150528] one (600 KB), at concurrency 1 and 8, with the latency each pipeline
-adds over the bare model. Then, in-process, whether the library reads the request's array in place (the address it
+each for a [1,10] FP32 tensor and a [1,150528] one (600 KB): the latency each pipeline adds over the bare model at
+concurrency 1 (requests to the three interleaved one by one), then throughput and latency at concurrency 1 and 8
+(the three taking turns). Then, in-process, whether the library reads the request's array in place (the address it
 got against the array's) and the cost of one C node call through the pipeline. `--crash` times a crash in a library
 (to the process gone) and a restart (to ServerReady) with a C node pipeline and the demo models.
 """
@@ -36,6 +37,7 @@ from .run import request_body
 from .servers import start_pyovms
 
 WIDTHS = {"[1,10]": 10, "[1,150528] 600 KB": 150528}
+SERVABLES = ("model", "c_node", "python_node")
 PYTHON_NODE = """
 def get_inputs_info(params, state):
     return {"in": ("FP32", [1, -1])}
@@ -89,23 +91,48 @@ def _median(results: list[Result]) -> Result:
     return sorted(results, key=lambda r: r.rps)[len(results) // 2]
 
 
+def added_latency(address: str, width: int, requests: int) -> dict[str, float]:
+    """Median latency (ms) of each servable at concurrency 1, the servables' requests interleaved one by one, so
+    that drifts of the machine (frequency, other processes) fall on all of them alike."""
+    values = np.arange(width, dtype=np.float32).reshape(1, width)
+    bodies = {servable: request_body(servable, "in", values) for servable in SERVABLES}
+    latencies: dict[str, list[float]] = {servable: [] for servable in SERVABLES}
+    with grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 1 << 30)]) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for index in range(requests + 500):
+            for servable, body in bodies.items():
+                started = time.perf_counter()
+                call(body, timeout=30)
+                if index >= 500:  # after a warm-up (C nodes go inline after 16 calls)
+                    latencies[servable].append(time.perf_counter() - started)
+    return {servable: statistics.median(values) * 1e3 for servable, values in latencies.items()}
+
+
 def measure(config: Path, seconds: float, repeat: int) -> None:
-    server = start_pyovms(config, ["model", "c_node", "python_node"], [])
+    server = start_pyovms(config, list(SERVABLES), [])
     try:
-        print("| tensor | concurrency | servable | req/s | p50 ms | p99 ms | p50 over the bare model |")
-        print("|---|---|---|---|---|---|---|")
+        print("| tensor | servable | p50 ms, c=1, interleaved | over the bare model |")
+        print("|---|---|---|---|")
+        for label, width in WIDTHS.items():
+            medians = added_latency(server.address, width, 5000 if width < 1000 else 1500)
+            for servable, p50 in medians.items():
+                added = f"{(p50 - medians['model']) * 1e3:+.0f} µs" if servable != "model" else ""
+                print(f"| {label} | {servable} | {p50:.3f} | {added} |", flush=True)
+        print("\n| tensor | concurrency | servable | req/s | p50 ms | p99 ms |")
+        print("|---|---|---|---|---|---|")
         for label, width in WIDTHS.items():
             values = np.arange(width, dtype=np.float32).reshape(1, width)
             for concurrency in (1, 8):
-                baseline = None
-                for servable in ("model", "c_node", "python_node"):
-                    body = request_body(servable, "in", values)
-                    runs = [asyncio.run(grpc_load(server.address, body, concurrency, seconds)) for _ in range(repeat)]
-                    result = _median(runs)
-                    baseline = baseline or result
-                    added = f"{(result.p50 - baseline.p50) * 1e3:+.0f} µs" if servable != "model" else ""
+                runs: dict[str, list[Result]] = {servable: [] for servable in SERVABLES}
+                for round_ in range(repeat):  # the servables take turns, in a rotating order
+                    order = SERVABLES[round_ % 3 :] + SERVABLES[: round_ % 3]
+                    for servable in order:
+                        body = request_body(servable, "in", values)
+                        runs[servable].append(asyncio.run(grpc_load(server.address, body, concurrency, seconds)))
+                for servable in SERVABLES:
+                    result = _median(runs[servable])
                     print(f"| {label} | {concurrency} | {servable} | {result.rps:.0f} | {result.p50:.3f} | "
-                          f"{result.p99:.3f} | {added} |", flush=True)  # fmt: skip
+                          f"{result.p99:.3f} |", flush=True)  # fmt: skip
     finally:
         server.stop()
 
@@ -179,8 +206,8 @@ def crash(root: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per servable and point (odd: median)")
     parser.add_argument("--crash", action="store_true", help="time a crash and a restart instead")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as directory:

@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 from . import tensors
 from .errors import ServingError, Status
 from .inference import TensorSpec
+from .scheduling import InlineChoice
 from .shapes import Dim
 from .user_code import USER_ERRORS, describe, run_user_code
 
@@ -95,8 +97,9 @@ class Library(Protocol):
     signature: tuple[int, ...] | None
     """The library file's `file_signature` when it was loaded (None for a module name)."""
 
-    def instantiate(self, node_name: str, params: dict[str, str]) -> CustomNode:
-        """One pipeline node's instance: initialized, its inputs and outputs read."""
+    def instantiate(self, node_name: str, params: dict[str, str], inline_threshold_s: float = 0.0) -> CustomNode:
+        """One pipeline node's instance: initialized, its inputs and outputs read. Executions averaging less than
+        `inline_threshold_s` may run inline on the event loop (C libraries; 0: always on the user-code pool)."""
         ...
 
 
@@ -127,10 +130,15 @@ class CustomNode:
         self._retiring = False
         self._deinitialized = False
         self._label = f"execute of node {node_name} ({library_name})"
+        self._choice: InlineChoice | None = None
+        """Set by kinds that may run inline (C libraries, which release the GIL and cannot be interrupted anyway)."""
 
     async def execute(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
-        """Run the library on `inputs` on the user-code pool; the `wanted` outputs (data items), checked."""
+        """Run the library on `inputs` on the user-code pool (or inline, when its calls are measured to be shorter
+        than the hand-off to a thread); the `wanted` outputs (data items), checked."""
         try:
+            if self._choice is not None and self._choice.inline:
+                return self._run(inputs, wanted)
             return await run_user_code("custom_node", self._run, inputs, wanted, label=self._label)
         except ServingError:
             raise
@@ -141,9 +149,12 @@ class CustomNode:
     def _run(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
         """On a pool thread: one execution, holding the instance so that it is not deinitialized meanwhile."""
         self.acquire()
+        started = time.perf_counter()
         try:
             produced = self._execute(inputs, wanted)
         finally:
+            if self._choice is not None:  # the call's own time, without the hand-off to a thread
+                self._choice.record(time.perf_counter() - started)
             self.release()
         for name in wanted:
             self._check_output(name, produced[name])
@@ -237,8 +248,8 @@ class PythonLibrary:
             raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{config.name}: no {', '.join(missing)}")
         return cls(config, module, signature)
 
-    def instantiate(self, node_name: str, params: dict[str, str]) -> PythonCustomNode:
-        return PythonCustomNode(self, node_name, params)
+    def instantiate(self, node_name: str, params: dict[str, str], inline_threshold_s: float = 0.0) -> PythonCustomNode:
+        return PythonCustomNode(self, node_name, params)  # Python holds the GIL: always on the pool
 
 
 class PythonCustomNode(CustomNode):

@@ -36,6 +36,7 @@ from . import tensors
 from .custom_node import CustomNode, LibraryConfig, file_signature
 from .errors import ServingError, Status
 from .inference import TensorSpec
+from .scheduling import InlineChoice
 from .shapes import Dim
 
 log = logging.getLogger("pyovms.custom_node")
@@ -101,8 +102,8 @@ class CLibrary:
         log.info("Successfully loaded custom node library name: %s; base_path: %s", config.name, config.base_path)
         return cls(config, functions, signature)
 
-    def instantiate(self, node_name: str, params: dict[str, str]) -> CCustomNode:
-        return CCustomNode(self, node_name, params)
+    def instantiate(self, node_name: str, params: dict[str, str], inline_threshold_s: float = 0.0) -> CCustomNode:
+        return CCustomNode(self, node_name, params, inline_threshold_s)
 
 
 def _open(path: str) -> ctypes.CDLL:
@@ -134,7 +135,7 @@ def _open_fresh(path: str) -> ctypes.CDLL:
 class CCustomNode(CustomNode):
     """One pipeline node's instance of a C library: its internal manager, params and declared tensors."""
 
-    def __init__(self, library: CLibrary, node_name: str, params: dict[str, str]) -> None:
+    def __init__(self, library: CLibrary, node_name: str, params: dict[str, str], inline_threshold_s: float) -> None:
         self.library = library
         self._strings = [(key.encode(), value.encode()) for key, value in params.items()]
         self._param_count = len(self._strings)
@@ -153,6 +154,7 @@ class CCustomNode(CustomNode):
             raise
         super().__init__(library.name, node_name, inputs, outputs)
         self._input_names: dict[str, bytes] = {}
+        self._choice = InlineChoice(inline_threshold_s, f"custom node {node_name} ({library.name})")
 
     def _release(self, pointer: int | None) -> None:
         if pointer:

@@ -25,6 +25,7 @@ pipeline is registered but not available, and the others are unaffected.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -165,6 +166,8 @@ class Pipeline:
         self._entry_split = _count(config.demultiply_count)
         self._running = 0
         self._retired = False
+        self._chain = all(earlier.name in later.dependencies for earlier, later in itertools.pairwise(nodes))
+        """Each node reads the one before it, so none can run beside another: they run in order, with no tasks."""
 
     @classmethod
     def build(cls, config: PipelineConfig, repository: Repository) -> Pipeline:
@@ -198,15 +201,19 @@ class Pipeline:
         if self._entry_split is not None:
             request = _split(request, self._entry_split, REQUEST)
         results: dict[str, Results] = {REQUEST: request}
-        tasks: dict[str, asyncio.Task[None]] = {}
-        for node in self._nodes:  # topological order: a node's dependencies have their tasks already
-            tasks[node.name] = asyncio.ensure_future(self._run(node, results, tasks))
-        try:
-            await asyncio.gather(*tasks.values())
-        except BaseException:
-            for task in tasks.values():
-                task.cancel()
-            raise
+        if self._chain:  # nothing could run concurrently: no tasks (each costs loop iterations)
+            for node in self._nodes:
+                await self._run(node, results)
+        else:
+            tasks: dict[str, asyncio.Task[None]] = {}
+            for node in self._nodes:  # topological order: a node's dependencies have their tasks already
+                tasks[node.name] = asyncio.ensure_future(self._run(node, results, tasks))
+            try:
+                await asyncio.gather(*tasks.values())
+            except BaseException:
+                for task in tasks.values():
+                    task.cancel()
+                raise
         wanted = set(requested)
         outputs = []
         for name, source in sorted(self.config.outputs.items()):
@@ -218,8 +225,12 @@ class Pipeline:
             outputs.append(_as_output(name, branches[()]))
         return outputs
 
-    async def _run(self, node: _Node, results: dict[str, Results], tasks: dict[str, asyncio.Task[None]]) -> None:
-        await asyncio.gather(*(tasks[name] for name in node.dependencies))
+    async def _run(
+        self, node: _Node, results: dict[str, Results], tasks: dict[str, asyncio.Task[None]] | None = None
+    ) -> None:
+        """Run `node` once per branch it runs in, after the nodes it reads (their `tasks`, unless run in order)."""
+        if tasks is not None and node.dependencies:
+            await asyncio.gather(*(tasks[name] for name in node.dependencies))
         sources = {name: results[s.node] for name, s in node.config.inputs}
         if node.gathers:
             feeds = _gathered_feeds(node, sources)
@@ -229,7 +240,10 @@ class Pipeline:
                 branch: {name: _array(sources[name][branch][s.item]) for name, s in node.config.inputs}
                 for branch in branches
             }
-        runs = await asyncio.gather(*(self._execute(node, feed) for feed in feeds.values()))
+        if len(feeds) == 1:
+            runs = [await self._execute(node, next(iter(feeds.values())))]
+        else:
+            runs = await asyncio.gather(*(self._execute(node, feed) for feed in feeds.values()))
         produced: Results = dict(zip(feeds, runs, strict=True))
         results[node.name] = produced if node.split is None else _split(produced, node.split, node.name)
 
@@ -463,7 +477,8 @@ class _Validator:
         for node in self.config.nodes:
             if node.type == "custom":
                 library = self.repository.libraries[node.library_name]
-                custom = self.custom[node.name] = library.instantiate(node.name, node.params)
+                threshold = self.repository.pool_settings.inline_threshold_s
+                custom = self.custom[node.name] = library.instantiate(node.name, node.params, threshold)
                 inputs[node.name], outputs[node.name] = custom.inputs, custom.outputs
                 continue
             model = self.repository.models[node.model_name]

@@ -56,6 +56,32 @@ class PoolSettings:
 DEFAULT_POOL_SETTINGS = PoolSettings()
 
 
+class InlineChoice:
+    """Whether work of one kind (a model's inferences, a C custom node's executions) runs inline on the event loop:
+    a moving average of its durations after a warm-up, inline below the threshold, handed to another thread again
+    above twice the threshold (0: never inline)."""
+
+    def __init__(self, threshold_s: float, what: str) -> None:
+        self.threshold_s = threshold_s
+        self.inline = False
+        self._what = what
+        self._mean_s = 0.0
+        self._measured = 0
+
+    def record(self, seconds: float) -> None:
+        """Account one duration and choose."""
+        self._measured += 1
+        self._mean_s = seconds if self._measured == 1 else self._mean_s + AVERAGE_WEIGHT * (seconds - self._mean_s)
+        if self.threshold_s <= 0 or self._measured < WARMUP_INFERENCES:
+            return
+        if not self.inline and self._mean_s < self.threshold_s:
+            self.inline = True
+            log.debug("%s takes %.0f us on average: running inline", self._what, self._mean_s * 1e6)
+        elif self.inline and self._mean_s > 2 * self.threshold_s:
+            self.inline = False
+            log.debug("%s takes %.0f us on average: running asynchronously", self._what, self._mean_s * 1e6)
+
+
 @dataclass(slots=True)
 class _InFlight:
     request: ov.InferRequest
@@ -95,11 +121,8 @@ class InferRequestPool(Generic[T]):
         self._collect = collect
         self.statistics = statistics or InferStatistics()
         """Where `run` adds its queue and inference times."""
-        self._inline_threshold_s = settings.inline_threshold_s
+        self._choice = InlineChoice(settings.inline_threshold_s, "inference")
         self._max_queued = settings.max_queued
-        self._inline = False
-        self._mean_s = 0.0
-        self._measured = 0
         self._idle: asyncio.Queue[ov.InferRequest] = asyncio.Queue()
         self._in_flight: dict[int, _InFlight] = {}
         self._watchdog: asyncio.Task[None] | None = None
@@ -123,20 +146,11 @@ class InferRequestPool(Generic[T]):
     @property
     def inline(self) -> bool:
         """Whether inferences currently run inline on the event loop."""
-        return self._inline
+        return self._choice.inline
 
     def record(self, seconds: float) -> None:
         """Account one inference's duration (OpenVINO's `latency`) and choose inline or asynchronous execution."""
-        self._measured += 1
-        self._mean_s = seconds if self._measured == 1 else self._mean_s + AVERAGE_WEIGHT * (seconds - self._mean_s)
-        if self._inline_threshold_s <= 0 or self._measured < WARMUP_INFERENCES:
-            return
-        if not self._inline and self._mean_s < self._inline_threshold_s:
-            self._inline = True
-            log.debug("inference takes %.0f us on average: running inline", self._mean_s * 1e6)
-        elif self._inline and self._mean_s > 2 * self._inline_threshold_s:
-            self._inline = False
-            log.debug("inference takes %.0f us on average: running asynchronously", self._mean_s * 1e6)
+        self._choice.record(seconds)
 
     async def run(self, inputs: Sequence[tuple[int, np.ndarray | ov.Tensor]], collect_arg: Any = None) -> T:
         """Infer `inputs` (arrays or tensors by input index) and return `collect(request, collect_arg)`."""
@@ -162,7 +176,7 @@ class InferRequestPool(Generic[T]):
         except BaseException:
             self._idle.put_nowait(request)
             raise
-        if self._inline:
+        if self._choice.inline:
             try:
                 request.infer(share_outputs=True)  # outputs are read by `collect`, not from this result
                 result = self._collect(request, collect_arg)

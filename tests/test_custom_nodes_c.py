@@ -339,23 +339,35 @@ def test_every_buffer_comes_back_exactly_once_on_every_error_path(tmp_path, libr
             assert counts["executes"] == (0 if tag == "metadata_unspecified" else 5), (tag, counts)
 
 
-def _write_config(root: Path, add: str, library: Path, report: Path) -> None:
-    node = _c("n", "add_sub", {"input_numbers": ("request", "in")}, {"output_numbers": "sum"},
-              params={"add": add, "report": str(report), "tag": f"add{add}"})  # fmt: skip
+def _write_config(root: Path, add: str, library: Path, report: Path, other: Path) -> None:
+    """Pipeline `p` (add_sub adding `add`) and `other` (the C++ scale node, which no change touches)."""
+    node = _c(
+        "n",
+        "add_sub",
+        {"input_numbers": ("request", "in")},
+        {"output_numbers": "sum"},
+        params={"add": add, "report": str(report), "tag": f"add{add}"},
+    )
+    scale = _c("s", "scale", {"in": ("request", "in")}, {"out": "out"}, params={"report": str(report), "tag": "scale"})
     config = {
-        "custom_node_library_config_list": [{"name": "add_sub", "base_path": str(library)}],
+        "custom_node_library_config_list": [{"name": "add_sub", "base_path": str(library)},
+                                            {"name": "scale", "base_path": str(other)}],
         "model_config_list": [],
-        "pipeline_config_list": [_pipeline("p", ["in"], [node], {"out": ("n", "sum")})],
-    }
+        "pipeline_config_list": [_pipeline("p", ["in"], [node], {"out": ("n", "sum")}),
+                                 _pipeline("other", ["in"], [scale], {"out": ("s", "out")})],
+    }  # fmt: skip
     (root / "config.json").write_text(json.dumps(config))
 
 
 def test_changed_params_and_library_file_reload_the_node_under_load(tmp_path):
+    """Params, then the library file, change under load: 0 failed requests, the new values served, each node
+    initialized before the one it replaces is deinitialized, and a pipeline no change touches keeps its node."""
     from .c_libraries import build_library
 
     report = tmp_path / "report.txt"
     library = build_library("add_sub", tmp_path / "lib")
-    _write_config(tmp_path, "1", library, report)
+    other = build_library("scale", tmp_path / "lib")
+    _write_config(tmp_path, "1", library, report, other)
     server = ServerProcess(["--config_path", str(tmp_path / "config.json")], tmp_path / "log")
     seen: set[float] = set()
     failures: list[str] = []
@@ -379,7 +391,7 @@ def test_changed_params_and_library_file_reload_the_node_under_load(tmp_path):
         for thread in threads:
             thread.start()
         _wait_seen(seen, 1.0)
-        _write_config(tmp_path, "10", library, report)  # changed params
+        _write_config(tmp_path, "10", library, report, other)  # changed params
         assert server.reload_config() == 201
         _wait_seen(seen, 10.0)
         rebuilt = build_library("add_sub", tmp_path / "new", "ADD_SUB_EXTRA=100")
@@ -394,7 +406,9 @@ def test_changed_params_and_library_file_reload_the_node_under_load(tmp_path):
     assert failures == []
     events = [(event, tag) for event, tag, _ in _report(report)]
     assert sorted(events) == sorted([("initialize", "add1"), ("deinitialize", "add1"), *[("initialize", "add10"),
-                                     ("deinitialize", "add10")] * 2])  # fmt: skip
+                                     ("deinitialize", "add10")] * 2, ("initialize", "scale"),
+                                     ("deinitialize", "scale")])  # fmt: skip
+    assert events[-1] == ("deinitialize", "scale") or events[-2] == ("deinitialize", "scale")  # at shutdown only
     # a node's replacement is initialized before it is deinitialized (requests in flight finish on the old one)
     assert events.index(("initialize", "add10")) < events.index(("deinitialize", "add1"))
     assert events.index(("initialize", "add10"), events.index(("initialize", "add10")) + 1) < events.index(
@@ -476,3 +490,29 @@ def test_the_documented_c_example_serves_as_written(tmp_path):
         np.testing.assert_array_equal(np.frombuffer(reply.raw_output_contents[0], np.float32).reshape(1, 10), X + 3)
     finally:
         server.stop()
+
+
+def test_a_fast_c_node_goes_inline_and_a_node_without_threshold_stays_on_the_pool(tmp_path, libraries):
+    """In-process: a node whose calls take microseconds runs on the event loop after its warm-up, one with no inline
+    threshold stays on the user-code pool; both answer the same values, and a closed node is deinitialized only
+    once the last of its output buffers is released."""
+    import asyncio
+
+    from pyovms.custom_node import LibraryConfig, load_library
+
+    async def run() -> None:
+        fast = load_library(LibraryConfig("add_sub", str(libraries["add_sub"]))).instantiate("n", {"add": "1"}, 300e-6)
+        never = load_library(LibraryConfig("add_sub", str(libraries["add_sub"]))).instantiate("m", {"add": "1"}, 0.0)
+        for _ in range(40):
+            for node in (fast, never):
+                got = await node.execute({"input_numbers": X}, ["output_numbers"])
+                np.testing.assert_array_equal(got["output_numbers"], X + 1)
+        assert fast._choice.inline and not never._choice.inline
+        fast.close()
+        never.close()
+        assert fast.deinitialized and not never.deinitialized  # `got` still holds an output buffer of `never`
+        del got
+        await asyncio.sleep(0)  # the pool's future, which holds the last result, goes with this step of the loop
+        assert never.deinitialized
+
+    asyncio.run(run())
