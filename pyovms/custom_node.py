@@ -131,7 +131,7 @@ class CustomNode:
         self._deinitialized = False
         self._label = f"execute of node {node_name} ({library_name})"
         self._choice: InlineChoice | None = None
-        """Set by kinds that may run inline (C libraries, which release the GIL and cannot be interrupted anyway)."""
+        """Whether calls run inline; set by the kinds whose calls may (C libraries)."""
 
     async def execute(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
         """Run the library on `inputs` on the user-code pool (or inline, when its calls are measured to be shorter
@@ -147,7 +147,8 @@ class CustomNode:
             raise ServingError(Status.NODE_LIBRARY_EXECUTION_FAILED, f"{type(exc).__name__}: {exc}") from exc
 
     def _run(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
-        """On a pool thread: one execution, holding the instance so that it is not deinitialized meanwhile."""
+        """One execution (on a pool thread, or inline), holding the instance so that it is not deinitialized
+        meanwhile."""
         self.acquire()
         started = time.perf_counter()
         try:
@@ -206,7 +207,7 @@ class CustomNode:
         raise NotImplementedError
 
 
-def tensor_specs(library: str, declared: Mapping[str, tuple[str, list[int]]]) -> dict[str, TensorSpec]:
+def _tensor_specs(library: str, declared: Mapping[str, tuple[str, list[int]]]) -> dict[str, TensorSpec]:
     """TensorSpecs of declared inputs or outputs: name -> (KServe datatype, shape with -1 for any size)."""
     specs = {}
     for name, (datatype, shape) in sorted(declared.items()):
@@ -261,8 +262,8 @@ class PythonCustomNode(CustomNode):
         initialize: Callable[[dict[str, str]], Any] | None = getattr(self.module, "initialize", None)
         try:
             self.state = initialize(params) if callable(initialize) else None
-            inputs = tensor_specs(library.name, self.module.get_inputs_info(params, self.state))
-            outputs = tensor_specs(library.name, self.module.get_outputs_info(params, self.state))
+            inputs = _tensor_specs(library.name, self.module.get_inputs_info(params, self.state))
+            outputs = _tensor_specs(library.name, self.module.get_outputs_info(params, self.state))
         except ServingError:
             raise
         except USER_ERRORS as exc:

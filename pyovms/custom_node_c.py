@@ -7,7 +7,8 @@
 - One `CCustomNode` per pipeline node: `initialize` with the node's params, then `getInputsInfo`/`getOutputsInfo`
   (dimension 0 is any size; every info array and its dims are given back through `release`); `deinitialize` once
   the node is retired and nothing uses it.
-- `execute` runs on the user-code pool; ctypes releases the GIL for the call, so libraries run in parallel. Inputs
+- `execute` runs on the user-code pool; ctypes releases the GIL for the call, so libraries run in parallel (a node
+  whose calls take less than the hand-off to a thread runs them inline, `scheduling.InlineChoice`). Inputs
   are pointers into the arrays the pipeline already holds (no copy; a non-contiguous view is made contiguous
   first). Outputs stay in the library's buffers: each becomes a read-only numpy array over them whose owner gives
   the buffer back through `release` when the last view of it goes, and dims and the outputs array are given back at
@@ -63,9 +64,14 @@ class CLibrary:
     """An opened C custom node library and its six functions."""
 
     def __init__(
-        self, config: LibraryConfig, functions: dict[str, ctypes._CFuncPtr], signature: tuple[int, ...] | None
+        self,
+        config: LibraryConfig,
+        handle: ctypes.CDLL,
+        functions: dict[str, ctypes._CFuncPtr],
+        signature: tuple[int, ...] | None,
     ):
         self.name = config.name
+        self.handle = handle
         self.base_path = config.base_path
         self.signature = signature
         self.initialize = functions["initialize"]
@@ -89,6 +95,13 @@ class CLibrary:
                 "Library name: %s failed to open base_path: %s with error: %s", config.name, config.base_path, exc
             )
             raise ServingError(Status.NODE_LIBRARY_LOAD_FAILED_OPEN, f"{config.name}: {exc}") from exc
+        if isinstance(previous, CLibrary) and handle._handle == previous.handle._handle:
+            log.warning(
+                "Custom node library %s: %s changed in place, and the loader returned the copy already loaded; "
+                "replace library files by renaming a new file into place",
+                config.name,
+                config.base_path,
+            )
         functions = {}
         for symbol, argtypes in abi.SIGNATURES.items():
             try:
@@ -100,7 +113,7 @@ class CLibrary:
             function.restype = ctypes.c_int
             functions[symbol] = function
         log.info("Successfully loaded custom node library name: %s; base_path: %s", config.name, config.base_path)
-        return cls(config, functions, signature)
+        return cls(config, handle, functions, signature)
 
     def instantiate(self, node_name: str, params: dict[str, str], inline_threshold_s: float = 0.0) -> CCustomNode:
         return CCustomNode(self, node_name, params, inline_threshold_s)

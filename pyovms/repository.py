@@ -132,6 +132,8 @@ class Repository:
         """Custom node libraries that loaded; pipelines naming another one are invalid."""
         self.library_failures: dict[str, ServingError] = {}
         """Why each configured library that is not loaded failed (what its pipelines report)."""
+        self._failed_files: dict[str, tuple[str, tuple[int, ...] | None]] = {}
+        """The path and file signature of each library's last failed load: tried again only once they change."""
         self._pipeline_configs: list[PipelineConfig] = []
 
     async def load(
@@ -164,20 +166,26 @@ class Repository:
                 changed.add(name)
                 self.libraries.pop(name, None)
                 self.library_failures.pop(name, None)
+                self._failed_files.pop(name, None)
         for config in libraries:
             current = self.libraries.get(config.name)
             if current is not None and _unchanged(current, config):
+                continue
+            attempt = (config.base_path, file_signature(config.base_path))
+            if self._failed_files.get(config.name) == attempt:
                 continue
             try:
                 library = load_library(config, current)
             except ServingError as exc:
                 log.error("Custom node library %s not loaded: %s", config.name, exc.message)
+                self._failed_files[config.name] = attempt
                 if current is None:
                     self.library_failures[config.name] = exc
                     changed.add(config.name)
                 continue
             self.libraries[config.name] = library
             self.library_failures.pop(config.name, None)
+            self._failed_files.pop(config.name, None)
             changed.add(config.name)
             if current is not None:
                 log.info("Custom node library %s reloaded from %s", config.name, config.base_path)

@@ -398,6 +398,12 @@ def test_changed_params_and_library_file_reload_the_node_under_load(tmp_path):
         rebuilt.rename(library)  # a new file under the same path
         assert server.reload_config() == 201
         _wait_seen(seen, 110.0)
+        broken = tmp_path / "new" / "broken.so"
+        broken.write_text("not a library")
+        broken.rename(library)  # a new file that does not load: the library loaded before keeps serving
+        assert server.reload_config() == 200
+        seen.clear()
+        _wait_seen(seen, 110.0)
     finally:
         stop.set()
         for thread in threads:
@@ -415,7 +421,9 @@ def test_changed_params_and_library_file_reload_the_node_under_load(tmp_path):
         ("deinitialize", "add10")
     )
     assert all(c["handed"] == c["released"] and c["bad"] == 0 for e, _, c in _report(report) if e == "deinitialize")
-    assert "Custom node library add_sub reloaded from" in (tmp_path / "log").read_text()
+    log = (tmp_path / "log").read_text()
+    assert "Custom node library add_sub reloaded from" in log
+    assert log.count("Custom node library add_sub not loaded: Custom node library failed to open - add_sub: ") == 1
 
 
 def _wait_seen(seen: set[float], value: float) -> None:
