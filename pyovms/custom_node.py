@@ -58,8 +58,10 @@ def is_shared_library(path: str) -> bool:
             head = file.read(4)
     except OSError:
         head = b""
-    if head.startswith(_BINARY_MAGIC):
-        return True
+    return head.startswith(_BINARY_MAGIC) or _named_like_a_library(path)
+
+
+def _named_like_a_library(path: str) -> bool:
     name = os.path.basename(path)
     return name.endswith(SHARED_LIBRARY_SUFFIXES) or ".so." in name
 
@@ -82,10 +84,14 @@ class LibraryConfig:
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any], config_dir: Path) -> LibraryConfig:
+        """A relative `base_path` that names a file (a path, a library or `.py` name, or a file that is there) is
+        read from config.json's directory; anything else is a module name."""
         base_path = entry["base_path"]
-        names_file = base_path.endswith(".py") or is_shared_library(base_path) or os.sep in base_path
-        if names_file and not Path(base_path).is_absolute():
-            base_path = str(config_dir / base_path)
+        if not Path(base_path).is_absolute():
+            candidate = config_dir / base_path
+            named = base_path.endswith(".py") or _named_like_a_library(base_path) or os.sep in base_path
+            if named or candidate.exists():
+                base_path = str(candidate)
         return cls(entry["name"], base_path)
 
 

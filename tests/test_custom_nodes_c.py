@@ -49,6 +49,7 @@ FAULTS = {
     "no_name": "Custom node output is missing name - Node: f; library faulty",
     "missing_output": "Custom node output is missing - Node: f; out; returned: address, other",
     "bad_second": "Custom node has produced tensor with unspecified precision - Node: f; output address has precision 0",
+    "wrong_precision": "Custom node output is invalid - Node: f; output out has datatype INT32; declared: FP32",
 }
 UNAVAILABLE = {
     "fault_init_error": "Failure during custom node library initialization - node f library faulty: initialize returned 3",
@@ -501,15 +502,15 @@ def test_the_documented_c_example_serves_as_written(tmp_path):
 
 
 def test_a_fast_c_node_goes_inline_and_a_node_without_threshold_stays_on_the_pool(tmp_path, libraries):
-    """In-process: a node whose calls take microseconds runs on the event loop after its warm-up, one with no inline
-    threshold stays on the user-code pool; both answer the same values, and a closed node is deinitialized only
+    """In-process: a node whose calls take microseconds runs on the event loop after its warm-up (the threshold, 1 s,
+    leaves no doubt on a busy machine), one with no inline threshold stays on the user-code pool; both answer the same values, and a closed node is deinitialized only
     once the last of its output buffers is released."""
     import asyncio
 
     from pyovms.custom_node import LibraryConfig, load_library
 
     async def run() -> None:
-        fast = load_library(LibraryConfig("add_sub", str(libraries["add_sub"]))).instantiate("n", {"add": "1"}, 300e-6)
+        fast = load_library(LibraryConfig("add_sub", str(libraries["add_sub"]))).instantiate("n", {"add": "1"}, 1.0)
         never = load_library(LibraryConfig("add_sub", str(libraries["add_sub"]))).instantiate("m", {"add": "1"}, 0.0)
         for _ in range(40):
             for node in (fast, never):

@@ -1,7 +1,8 @@
 /* faulty: a node that misbehaves as the param "mode" says, to check what the server does with it. With mode "ok"
  * (the default) "out" FP32 [1, N] is a copy of "in" and "address" INT64 [1, 1] holds the address the input data was
  * passed at. Modes: execute_error (returns the param "code", default 42), null_outputs, zero_count, bad_precision,
- * bad_size, no_dims, no_name, missing_output, bad_second (a good output, then one with no precision), init_error,
+ * bad_size, no_dims, no_name, missing_output, bad_second (a good output, then one with no precision),
+ * wrong_precision (INT32 data where FP32 is declared), init_error,
  * metadata_error, metadata_unspecified, crash (a segmentation fault), and rendezvous: every execution waits until
  * the param "parties" executions (of any node of this library) are inside execute() at once, and fails with 7 if that
  * has not happened within 60 s, so only executions that run in parallel succeed. */
@@ -121,6 +122,8 @@ int execute(const struct CustomNodeTensor* inputs, int inputsCount, struct Custo
         out[0].name = NULL;
     } else if (is(mode, "missing_output")) {
         out[0].name = "other";
+    } else if (is(mode, "wrong_precision")) {
+        out[0].precision = I32;
     } else if (is(mode, "bad_second")) {
         out[1].precision = UNSPECIFIED;
     }
