@@ -3,34 +3,18 @@
  * (any size) where they vary, as a dynamic demultiplexer's are. */
 #include "tracking.h"
 
-int initialize(void** manager, const struct CustomNodeParam* params, int paramsCount) {
-    *manager = track_create(params, paramsCount);
-    return *manager ? 0 : 1;
-}
-
-int deinitialize(void* manager) {
-    track_destroy((track_manager*)manager);
-    return 0;
-}
+TRACK_PLAIN_LIFECYCLE
 
 int getInputsInfo(struct CustomNodeTensorInfo** info, int* infoCount, const struct CustomNodeParam* params,
                   int paramsCount, void* manager) {
-    track_manager* m = (track_manager*)manager;
     static const uint64_t dims[] = {1, 0};
-    *info = track_infos(m, 1);
-    track_info(m, &(*info)[0], "in", 2, dims, FP32);
-    *infoCount = 1;
-    return 0;
+    return track_declare_one((track_manager*)manager, info, infoCount, "in", 2, dims);
 }
 
 int getOutputsInfo(struct CustomNodeTensorInfo** info, int* infoCount, const struct CustomNodeParam* params,
                    int paramsCount, void* manager) {
-    track_manager* m = (track_manager*)manager;
     static const uint64_t dims[] = {0, 1, 0};
-    *info = track_infos(m, 1);
-    track_info(m, &(*info)[0], "tiles", 3, dims, FP32);
-    *infoCount = 1;
-    return 0;
+    return track_declare_one((track_manager*)manager, info, infoCount, "tiles", 3, dims);
 }
 
 int execute(const struct CustomNodeTensor* inputs, int inputsCount, struct CustomNodeTensor** outputs,
@@ -56,5 +40,3 @@ int execute(const struct CustomNodeTensor* inputs, int inputsCount, struct Custo
     *outputsCount = 1;
     return 0;
 }
-
-int release(void* ptr, void* manager) { return track_release(ptr, manager); }

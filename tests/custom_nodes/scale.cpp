@@ -37,22 +37,14 @@ int deinitialize(void* manager) {
     return 0;
 }
 
+const uint64_t ANY_2D[] = {0, 0};
+
 int getInputsInfo(CustomNodeTensorInfo** info, int* infoCount, const CustomNodeParam*, int, void* manager) {
-    track_manager* m = static_cast<track_manager*>(manager);
-    static const uint64_t dims[] = {0, 0};
-    *info = track_infos(m, 1);
-    track_info(m, &(*info)[0], "in", 2, dims, FP32);
-    *infoCount = 1;
-    return 0;
+    return track_declare_one(static_cast<track_manager*>(manager), info, infoCount, "in", 2, ANY_2D);
 }
 
 int getOutputsInfo(CustomNodeTensorInfo** info, int* infoCount, const CustomNodeParam*, int, void* manager) {
-    track_manager* m = static_cast<track_manager*>(manager);
-    static const uint64_t dims[] = {0, 0};
-    *info = track_infos(m, 1);
-    track_info(m, &(*info)[0], "out", 2, dims, FP32);
-    *infoCount = 1;
-    return 0;
+    return track_declare_one(static_cast<track_manager*>(manager), info, infoCount, "out", 2, ANY_2D);
 }
 
 int execute(const CustomNodeTensor* inputs, int inputsCount, CustomNodeTensor** outputs, int* outputsCount,

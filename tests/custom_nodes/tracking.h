@@ -108,6 +108,28 @@ static inline void track_info(track_manager* m, struct CustomNodeTensorInfo* inf
     info->precision = precision;
 }
 
+/* One FP32 tensor of rank `dimsCount` declared as a library's inputs or outputs: the info array of one entry. */
+static inline int track_declare_one(track_manager* m, struct CustomNodeTensorInfo** info, int* infoCount,
+                                    const char* name, int dimsCount, const uint64_t* dims) {
+    *info = track_infos(m, 1);
+    if (!*info) return 1;
+    track_info(m, &(*info)[0], name, dimsCount, dims, FP32);
+    *infoCount = 1;
+    return (*info)[0].dims ? 0 : 1;
+}
+
+/* initialize, deinitialize and release for a library whose manager holds the counts only. */
+#define TRACK_PLAIN_LIFECYCLE                                                                  \
+    int initialize(void** manager, const struct CustomNodeParam* params, int paramsCount) {    \
+        *manager = track_create(params, paramsCount);                                          \
+        return *manager ? 0 : 1;                                                               \
+    }                                                                                          \
+    int deinitialize(void* manager) {                                                          \
+        track_destroy((track_manager*)manager);                                                \
+        return 0;                                                                              \
+    }                                                                                          \
+    int release(void* ptr, void* manager) { return track_release(ptr, manager); }
+
 /* Parses "1,0,10" into dims; the number of dims read. */
 static inline int track_parse_dims(const char* text, uint64_t* dims, int capacity) {
     int count = 0;
