@@ -57,8 +57,11 @@ class OpenVinoModel:
         output_reads: list[_Output],
         nireq: int,
         pool_settings: PoolSettings = DEFAULT_POOL_SETTINGS,
+        loaded_from_cache: bool = False,
     ) -> None:
         self.name = name
+        self.loaded_from_cache = loaded_from_cache
+        """Whether OpenVINO took the compiled model from the model cache instead of compiling it."""
         self.version = version
         self.inputs = inputs
         self.outputs = outputs
@@ -108,8 +111,10 @@ class OpenVinoModel:
         version: int,
         path: Path,
         pool_settings: PoolSettings = DEFAULT_POOL_SETTINGS,
+        cache_dir: str | None = None,
     ) -> OpenVinoModel:
-        """Read and compile the model found at `path` (a version directory or a model file)."""
+        """Read and compile the model found at `path` (a version directory or a model file), through the model
+        cache `cache_dir` when the model is one OVMS caches (`uses_model_cache`)."""
         model_file = find_model_file(path)
         try:
             model = core.read_model(str(model_file))
@@ -123,6 +128,8 @@ class OpenVinoModel:
         if layouts:
             model = _apply_layouts(model, layouts)
         properties = {k: v if isinstance(v, bool) else str(v) for k, v in config.plugin_config.items()}
+        if cache_dir and uses_model_cache(config):
+            properties.setdefault("CACHE_DIR", cache_dir)  # a CACHE_DIR in plugin_config takes precedence
         try:
             compiled = core.compile_model(model, config.target_device, properties)
         except Exception as exc:
@@ -146,7 +153,24 @@ class OpenVinoModel:
             reads,
             nireq,
             pool_settings,
+            _loaded_from_cache(compiled),
         )
+
+
+def uses_model_cache(config: ModelConfig) -> bool:
+    """OVMS's rule: every model goes through the model cache but those with `shape` or `batch_size` `auto` (whose
+    reloads for new shapes would fill it), unless `allow_cache` is set. (Custom loaders, which OVMS also leaves out,
+    are not served.)"""
+    shapes = config.shape.values() if isinstance(config.shape, dict) else [config.shape]
+    auto = config.batch_size == "auto" or any(shape == "auto" for shape in shapes)
+    return config.allow_cache or not auto
+
+
+def _loaded_from_cache(compiled: ov.CompiledModel) -> bool:
+    try:
+        return bool(compiled.get_property("LOADED_FROM_CACHE"))
+    except Exception:  # a device that does not report it
+        return False
 
 
 def _to_openvino(array: np.ndarray) -> np.ndarray | ov.Tensor:

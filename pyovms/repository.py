@@ -26,6 +26,7 @@ from .custom_node import Library, LibraryConfig, file_signature, load_library
 from .errors import ServingError, Status
 from .openvino_model import OpenVinoModel
 from .pipeline import Pipeline, PipelineConfig
+from .remote_storage import Listing, RemoteModelDirectory, is_remote
 from .scheduling import DEFAULT_POOL_SETTINGS, PoolSettings
 from .servable import Servable
 from .version_policy import VersionPolicy
@@ -59,6 +60,8 @@ class ModelVersion:
     servable: Servable | None = None
     kind: str = "model"
     """"model", "pipeline" or "graph": which OVMS messages its lookups answer with."""
+    source: Listing | None = None
+    """The objects a version in object storage was loaded from (a failed one is tried again when they change)."""
 
     def set_state(self, state: VersionState, error_code: str = "OK") -> None:
         self.state, self.error_code = state, error_code
@@ -119,9 +122,16 @@ def version_directories(base_path: Path) -> list[int]:
 class Repository:
     """All models of the server."""
 
-    def __init__(self, core: ov.Core | None = None, pool_settings: PoolSettings = DEFAULT_POOL_SETTINGS) -> None:
+    def __init__(
+        self,
+        core: ov.Core | None = None,
+        pool_settings: PoolSettings = DEFAULT_POOL_SETTINGS,
+        cache_dir: str | None = None,
+    ) -> None:
         self.core = core or ov.Core()
         self.pool_settings = pool_settings
+        self.cache_dir = cache_dir
+        """OpenVINO's compiled-model cache for the models OVMS caches (`--cache_dir`); None: off."""
         """How each model version's infer-request pool runs (inline threshold, queue bound)."""
         self.models: dict[str, Model] = {}
         self.pipelines: dict[str, Model] = {}
@@ -135,6 +145,10 @@ class Repository:
         self._failed_files: dict[str, tuple[str, tuple[int, ...] | None]] = {}
         """The path and file signature of each library's last failed load: tried again only once they change."""
         self._pipeline_configs: list[PipelineConfig] = []
+        self._remote: dict[str, RemoteModelDirectory] = {}
+        """Model directories in object storage, by URL (each keeps its client and local cache)."""
+        self._remote_errors: dict[str, str] = {}
+        """The last listing error of each remote model (logged once, not at every poll)."""
 
     async def load(
         self,
@@ -275,35 +289,48 @@ class Repository:
         version was loaded or retired."""
         config = model.config
         assert config is not None
+        remote = self._remote_directory(config.base_path)
+        listing: dict[int, Listing] = {}
+        base_path = Path(config.base_path)
         try:
             try:
                 policy = VersionPolicy.parse(config.model_version_policy)
             except ValueError as exc:
                 raise ServingError(Status.MODEL_VERSION_POLICY_WRONG_FORMAT, str(exc)) from exc
-            base_path = Path(config.base_path)
-            if not config.base_path or "://" in config.base_path:
-                raise ServingError(Status.PATH_INVALID, config.base_path or "base_path is not set")
-            on_disk = version_directories(base_path)
+            if remote is not None:
+                listing = await self._list_remote(model, remote)
+                on_disk = sorted(listing)
+            else:
+                if not config.base_path or "://" in config.base_path:
+                    raise ServingError(Status.PATH_INVALID, config.base_path or "base_path is not set")
+                on_disk = version_directories(base_path)
             if not on_disk and not model.versions:
-                raise ServingError(Status.NO_MODEL_VERSION_AVAILABLE, str(base_path))
+                raise ServingError(Status.NO_MODEL_VERSION_AVAILABLE, config.base_path)
         except ServingError as exc:
             if not model.versions:
                 log.error("model %s not loaded: %s", model.name, exc)
                 return False
+            if remote is not None:  # storage unreachable: what is loaded keeps serving, a later poll retries
+                return False
             on_disk = []  # the directory is gone: every version retires
         changed = False
-        failed = {v for v, entry in model.versions.items() if entry.load_failed}
+        # A version that failed is not tried again, unless its objects in storage changed (an upload in steps).
+        failed = {v for v, e in model.versions.items() if e.load_failed and listing.get(v, e.source) == e.source}
         remaining = [v for v in on_disk if v not in failed]
         while True:
             selected = set(policy.select(remaining))
             to_load = [
-                v for v in sorted(selected) if v not in model.versions or model.versions[v].state == VersionState.END
+                v
+                for v in sorted(selected)
+                if v not in model.versions
+                or model.versions[v].state == VersionState.END
+                or model.versions[v].load_failed
             ]
             if not to_load:
                 break
             for version in to_load:
-                model.versions[version] = ModelVersion(model.name, version)
-            results = await asyncio.gather(*(self._load_version(model, v, base_path) for v in to_load))
+                model.versions[version] = ModelVersion(model.name, version, source=listing.get(version))
+            results = await asyncio.gather(*(self._load_version(model, v, base_path, remote) for v in to_load))
             changed = True
             newly_failed = [v for v, ok in zip(to_load, results, strict=True) if not ok]
             if not newly_failed:
@@ -404,14 +431,42 @@ class Repository:
             changed = changed or entry is None or entry.state != state or entry.state == VersionState.AVAILABLE
         return changed
 
-    async def _load_version(self, model: Model, version: int, base_path: Path) -> bool:
+    def _remote_directory(self, base_path: str) -> RemoteModelDirectory | None:
+        """The object storage directory of a `base_path` URL (one client and cache per URL); None for a local path."""
+        if not is_remote(base_path):
+            return None
+        remote = self._remote.get(base_path)
+        if remote is None:
+            remote = self._remote[base_path] = RemoteModelDirectory(base_path)
+        return remote
+
+    async def _list_remote(self, model: Model, remote: RemoteModelDirectory) -> dict[int, Listing]:
+        """The model's version directories in object storage; an error is logged when it first appears."""
+        try:
+            listing = await asyncio.to_thread(remote.listing)
+        except ServingError as exc:
+            if self._remote_errors.get(model.name) != exc.message:
+                self._remote_errors[model.name] = exc.message
+                log.error("model %s: cannot list %s: %s", model.name, remote.url, exc.message)
+            raise
+        if self._remote_errors.pop(model.name, None) is not None:
+            log.info("model %s: %s can be listed again", model.name, remote.url)
+        return listing
+
+    async def _load_version(
+        self, model: Model, version: int, base_path: Path, remote: RemoteModelDirectory | None = None
+    ) -> bool:
         entry = model.versions[version]
         entry.set_state(VersionState.LOADING)
-        path = base_path if base_path.is_file() else base_path / str(version)
         assert model.config is not None
         try:
+            if remote is not None:
+                assert entry.source is not None
+                path = await asyncio.to_thread(remote.fetch, version, entry.source)
+            else:
+                path = base_path if base_path.is_file() else base_path / str(version)
             servable = await asyncio.to_thread(
-                OpenVinoModel.load, self.core, model.config, version, path, self.pool_settings
+                OpenVinoModel.load, self.core, model.config, version, path, self.pool_settings, self.cache_dir
             )
         except Exception as exc:
             entry.failure = str(exc)
@@ -420,7 +475,8 @@ class Repository:
             return False
         entry.servable = servable
         entry.set_state(VersionState.AVAILABLE)
-        log.info("Loaded model %s; version: %d; nireq: %d", model.name, version, servable.nireq)
+        cached = "; loaded from the model cache" if servable.loaded_from_cache else ""
+        log.info("Loaded model %s; version: %d; nireq: %d%s", model.name, version, servable.nireq, cached)
         return True
 
     def unload(self) -> list[OpenVinoModel]:

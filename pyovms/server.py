@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -105,12 +106,9 @@ async def serve(settings: Settings) -> int:
         return 1
     _warn_not_served(settings)
     repository = Repository(
-        pool_settings=PoolSettings(settings.inline_threshold_us * 1e-6, settings.max_queued_requests)
+        pool_settings=PoolSettings(settings.inline_threshold_us * 1e-6, settings.max_queued_requests),
+        cache_dir=_cache_dir(settings),
     )
-    if settings.cache_dir:
-        Path(settings.cache_dir).mkdir(parents=True, exist_ok=True)
-        repository.core.set_property({"CACHE_DIR": settings.cache_dir})
-        log.info("Model cache is enabled: %s", settings.cache_dir)
     server = Server(repository, settings.max_image_decoded_bytes)
     try:
         server.metrics = _metrics(settings, monitoring, repository)
@@ -191,6 +189,26 @@ def run(settings: Settings, argv: list[str]) -> int:
         return supervise(settings, argv)
     with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
         return runner.run(serve(settings))
+
+
+DEFAULT_CACHE_DIR = "/opt/cache"
+
+
+def _cache_dir(settings: Settings) -> str | None:
+    """The compiled-model cache: `--cache_dir`, else `/opt/cache` when that directory exists (OVMS's rule)."""
+    cache_dir = settings.cache_dir or (DEFAULT_CACHE_DIR if os.path.isdir(DEFAULT_CACHE_DIR) else None)
+    if cache_dir is None:
+        return None
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.error("Model cache is disabled: %s: %s", cache_dir, exc)
+        return None
+    if not os.access(cache_dir, os.W_OK):
+        log.error("Model cache is disabled: %s is not writable", cache_dir)
+        return None
+    log.info("Model cache is enabled: %s", cache_dir)
+    return cache_dir
 
 
 def _report_crashes() -> None:
