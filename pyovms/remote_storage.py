@@ -6,7 +6,9 @@ versions downloaded into a local cache and loaded from there like local ones.
 - Credentials and endpoints come from OVMS's environment variables, then from each SDK's standard chain:
   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_PROFILE` and `S3_ENDPOINT`
   (a MinIO or other S3-compatible server; without a scheme it is `http://`, as OVMS reads it);
-  `GOOGLE_APPLICATION_CREDENTIALS`; `AZURE_STORAGE_CONNECTION_STRING`.
+  `GOOGLE_APPLICATION_CREDENTIALS` (and `STORAGE_EMULATOR_HOST` for an emulator, read anonymously);
+  `AZURE_STORAGE_CONNECTION_STRING`. `azfs://` (Azure Files shares) is refused with a message: no fsspec filesystem
+  serves it.
 - The cache (`PYOVMS_REMOTE_CACHE_DIR`, else `$XDG_CACHE_HOME/pyovms/remote`, else the system's temporary
   directory) holds one directory per model URL and version, with a manifest of the objects it was downloaded from
   (name, size, ETag). A version whose objects are unchanged is not downloaded again, across restarts too. A version
@@ -69,6 +71,9 @@ def _filesystem(scheme: str) -> Any:
     if scheme == "azfs":
         raise ServingError(Status.PATH_INVALID, "azfs:// (Azure Files shares) is not served; use az:// (Blob Storage)")
     module, extra = SCHEMES[scheme]
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if scheme == "gs" and emulator:  # gcsfs would first probe the emulator for zonal buckets over gRPC (60 s each)
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     try:
         implementation = __import__(module)
     except ImportError as exc:
@@ -86,9 +91,10 @@ def _filesystem(scheme: str) -> Any:
             options["profile"] = os.environ["AWS_PROFILE"]
         return implementation.S3FileSystem(**options)
     if scheme == "gs":
-        token = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or "google_default"
+        token = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or ("anon" if emulator else "google_default")
         return implementation.GCSFileSystem(token=token)
-    return implementation.AzureBlobFileSystem(connection_string=os.environ.get("AZURE_STORAGE_CONNECTION_STRING"))
+    connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    return implementation.AzureBlobFileSystem(**({"connection_string": connection} if connection else {}))
 
 
 def _cause(exc: BaseException) -> str:
@@ -123,6 +129,9 @@ class RemoteModelDirectory:
         try:
             self.fs.invalidate_cache()
             objects = self.fs.find(self.root, detail=True)
+            bucket = self.root.split("/", 1)[0]
+            if not objects and not self.fs.exists(bucket):  # some stores list a missing bucket as empty
+                raise FileNotFoundError(f"no bucket or container {bucket}")
         except ServingError:
             raise
         except FileNotFoundError as exc:

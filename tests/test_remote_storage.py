@@ -1,15 +1,19 @@
-"""Models in S3 (docs/remote_storage.md), against a real S3-protocol server started here (moto's standalone server, on
-127.0.0.1): single-model mode and config.json, versions added and removed in the bucket under load, a version
-uploaded in two steps, a missing bucket next to a model that serves, a restart with a warm cache, and the message
-for a missing extra."""
+"""Models in object storage (docs/remote_storage.md), against real servers of each protocol started here on
+127.0.0.1 (moto for S3, gcp-storage-emulator for GCS, Azurite for Azure Blob Storage): single-model mode and
+config.json, versions added and removed in the bucket under load, a version uploaded in two steps, a missing bucket
+next to a model that serves, a restart with a warm cache, and the message for a missing extra."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -22,47 +26,106 @@ from .server_process import ServerProcess, free_port, wait_for
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
 SECRET = "secret-never-logged"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
+AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's documented development account key
+ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1, with the environment a pyovms server reads it with."""
+class Storage:
+    """A running storage server: its URL scheme, a filesystem to fill it with, and the pyovms server's environment."""
+
+    def __init__(self, scheme: str, fs: Any, env: dict[str, str], create: Callable[[str], None] | None = None):
+        self.scheme = scheme
+        self.fs = fs
+        self.env = env
+        self._create = create or fs.mkdir
+
+    def create_bucket(self, bucket: str) -> None:
+        self._create(bucket)
+
+    def upload(self, bucket: str, prefix: str, directory: Path, only: str | None = None) -> None:
+        """Every file below `directory` to <bucket>/<prefix>/... (or only those whose name ends with `only`)."""
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and (only is None or path.name.endswith(only)):
+                self.fs.put_file(str(path), f"{bucket}/{prefix}/{path.relative_to(directory).as_posix()}")
+        self.fs.invalidate_cache()
+
+    def delete(self, bucket: str, prefix: str) -> None:
+        self.fs.invalidate_cache()
+        for name in self.fs.find(f"{bucket}/{prefix}"):
+            self.fs.rm_file(name)
+        self.fs.invalidate_cache()
+
+
+def _answers(check: Callable[[], object]) -> bool:
+    try:
+        check()
+        return True
+    except Exception:
+        return False
+
+
+def _azurite() -> str | None:
+    """Azurite's blob server: `.ci/run` installs it with npm under .ci/node (or it is on PATH)."""
+    local = ROOT / ".ci" / "node" / "node_modules" / ".bin" / "azurite-blob"
+    return str(local) if local.exists() else shutil.which("azurite-blob")
+
+
+def _s3(port: int) -> tuple[Storage, list[str]]:
     import boto3
+    import s3fs
 
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
     endpoint = f"http://127.0.0.1:{port}"
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret=SECRET)
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
                           aws_secret_access_key=SECRET)  # fmt: skip
-
-    def up() -> bool:
-        try:
-            client.list_buckets()
-            return True
-        except Exception:
-            return False
-
-    wait_for(up, timeout=60)
-    client.env = {**CREDENTIALS, "S3_ENDPOINT": f"127.0.0.1:{port}"}  # OVMS's form: no scheme means http
-    yield client
-    process.terminate()
-    process.wait(10)
-    log.close()
+    env = {**CREDENTIALS, "S3_ENDPOINT": f"127.0.0.1:{port}"}  # OVMS's form: no scheme means http
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    return Storage("s3", fs, env, lambda bucket: client.create_bucket(Bucket=bucket)), command
 
 
-def _upload(client, bucket: str, prefix: str, directory: Path, only: str | None = None) -> None:
-    """Every file below `directory` to s3://bucket/prefix/... (or only those whose name ends with `only`)."""
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and (only is None or path.name.endswith(only)):
-            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(directory).as_posix()}")
+def _gcs(port: int) -> tuple[Storage, list[str]]:
+    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"  # no zonal-bucket probe of the emulator over gRPC
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    import gcsfs
+
+    command = [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
+               "--port", str(port), "--in-memory"]  # fmt: skip
+    return Storage(
+        "gs", gcsfs.GCSFileSystem(token="anon"), {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}
+    ), command
 
 
-def _delete(client, bucket: str, prefix: str) -> None:
-    for item in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
-        client.delete_object(Bucket=bucket, Key=item["Key"])
+def _azure(port: int, data: Path) -> tuple[Storage, list[str]]:
+    azurite = _azurite()
+    if azurite is None:
+        pytest.skip("Azurite is not installed: npm install azurite (.ci/run installs it under .ci/node)")
+    import adlfs
+
+    connection = (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_ACCOUNT_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+    command = [azurite, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(data), "--silent",
+               "--skipApiVersionCheck"]  # fmt: skip
+    fs = adlfs.AzureBlobFileSystem(connection_string=connection)
+    return Storage("az", fs, {"AZURE_STORAGE_CONNECTION_STRING": connection}), command
+
+
+@pytest.fixture(scope="module", params=["s3", "gs", "az"])
+def storage(request, tmp_path_factory):
+    """Each backend against a real server of its protocol on 127.0.0.1."""
+    root = tmp_path_factory.mktemp(f"storage_{request.param}")
+    port = free_port()
+    backend, command = {"s3": _s3, "gs": _gcs, "az": lambda p: _azure(p, root / "data")}[request.param](port)
+    log = open(root / "log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: _answers(lambda: backend.fs.ls("")), timeout=60)
+        yield backend
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
 
 
 def _model_dir(root: Path, versions: dict[int, float]) -> Path:
@@ -86,33 +149,33 @@ def _ready(stub, name: str, version: str = "") -> bool:
         return False
 
 
-def test_single_model_from_s3_and_a_warm_restart(s3, tmp_path):
-    s3.create_bucket(Bucket="single")
-    _upload(s3, "single", "models/plus", _model_dir(tmp_path / "local", {1: 5.0}))
-    env = {**s3.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
-    args = ["--model_name", "plus", "--model_path", "s3://single/models/plus"]
+def test_single_model_from_storage_and_a_warm_restart(storage, tmp_path):
+    storage.create_bucket("single")
+    storage.upload("single", "models/plus", _model_dir(tmp_path / "local", {1: 5.0}))
+    env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
+    url = f"{storage.scheme}://single/models/plus"
     for start in ("cold", "warm"):
-        server = ServerProcess(args, tmp_path / f"log_{start}", env=env)
+        server = ServerProcess(["--model_name", "plus", "--model_path", url], tmp_path / f"log_{start}", env=env)
         try:
             np.testing.assert_array_equal(_infer(server.stub, "plus"), X + 5)
         finally:
             server.stop()
     cold, warm = (tmp_path / "log_cold").read_text(), (tmp_path / "log_warm").read_text()
-    assert "s3://single/models/plus/1: downloaded 2 files" in cold
-    assert "s3://single/models/plus/1: unchanged, loaded from the cache" in warm
+    assert f"{url}/1: downloaded 2 files" in cold
+    assert f"{url}/1: unchanged, loaded from the cache" in warm
     assert "downloaded" not in warm
     cached = list((tmp_path / "cache").glob("*/1"))
     assert len(cached) == 1 and (cached[0] / "model.xml").is_file() and (cached[0] / "model.bin").is_file()
 
 
-def test_versions_added_and_removed_in_the_bucket_under_load(s3, tmp_path):
-    s3.create_bucket(Bucket="live")
+def test_versions_added_and_removed_in_the_bucket_under_load(storage, tmp_path):
+    storage.create_bucket("live")
     local = _model_dir(tmp_path / "local", {1: 1.0, 2: 2.0, 3: 3.0})
-    _upload(s3, "live", "m/1", local / "1")
-    config = {"model_config_list": [{"config": {"name": "m", "base_path": "s3://live/m",
+    storage.upload("live", "m/1", local / "1")
+    config = {"model_config_list": [{"config": {"name": "m", "base_path": f"{storage.scheme}://live/m",
                                                  "model_version_policy": {"all": {}}}}]}  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(config))
-    env = {**s3.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
     server = ServerProcess(
         ["--config_path", str(tmp_path / "config.json"), "--file_system_poll_wait_seconds", "1"],
         tmp_path / "log",
@@ -134,17 +197,17 @@ def test_versions_added_and_removed_in_the_bucket_under_load(s3, tmp_path):
     try:
         np.testing.assert_array_equal(_infer(server.stub, "m"), X + 1)
         worker.start()
-        _upload(s3, "live", "m/2", local / "2")  # a version added
+        storage.upload("live", "m/2", local / "2")  # a version added
         wait_for(lambda: _ready(server.stub, "m", "2"), timeout=60)
         np.testing.assert_array_equal(_infer(server.stub, "m"), X + 2)
-        _delete(s3, "live", "m/2/")  # and removed: version 1 is the default again
+        storage.delete("live", "m/2")  # and removed: version 1 is the default again
         wait_for(lambda: not _ready(server.stub, "m", "2"), timeout=60)
         np.testing.assert_array_equal(_infer(server.stub, "m"), X + 1)
         # a version uploaded in two steps: the graph first (it fails to load), the weights later (it loads)
-        _upload(s3, "live", "m/3", local / "3", only=".xml")
+        storage.upload("live", "m/3", local / "3", only=".xml")
         wait_for(lambda: "version: 3; error" in server.log(), timeout=60)
         assert not _ready(server.stub, "m", "3")
-        _upload(s3, "live", "m/3", local / "3", only=".bin")
+        storage.upload("live", "m/3", local / "3", only=".bin")
         wait_for(lambda: _ready(server.stub, "m", "3"), timeout=60)
         np.testing.assert_array_equal(_infer(server.stub, "m", "3"), X + 3)
     finally:
@@ -155,20 +218,20 @@ def test_versions_added_and_removed_in_the_bucket_under_load(s3, tmp_path):
     assert failures == []
 
 
-def test_a_missing_bucket_leaves_that_model_out_and_the_others_serve(s3, tmp_path):
+def test_a_missing_bucket_leaves_that_model_out_and_the_others_serve(storage, tmp_path):
     _model_dir(tmp_path / "local", {1: 7.0})
     config = {"model_config_list": [
-        {"config": {"name": "gone", "base_path": "s3://no-such-bucket/m"}},
+        {"config": {"name": "gone", "base_path": f"{storage.scheme}://no-such-bucket/m"}},
         {"config": {"name": "here", "base_path": str(tmp_path / "local")}},
     ]}  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(config))
-    server = ServerProcess(["--config_path", str(tmp_path / "config.json")], tmp_path / "log", env=s3.env)
+    server = ServerProcess(["--config_path", str(tmp_path / "config.json")], tmp_path / "log", env=storage.env)
     try:
         np.testing.assert_array_equal(_infer(server.stub, "here"), X + 7)
         assert not _ready(server.stub, "gone")
         log = server.log()
-        assert "model gone: cannot list s3://no-such-bucket/m: The provided base path is invalid or doesn't " in log
-        assert SECRET not in log
+        assert f"model gone: cannot list {storage.scheme}://no-such-bucket/m: " in log
+        assert SECRET not in log and AZURITE_ACCOUNT_KEY not in log
     finally:
         server.stop()
 
@@ -184,3 +247,65 @@ def test_a_missing_extra_is_named():
     assert out.strip() == (
         "The provided base path is invalid or doesn't exists - s3:// paths need s3fs: pip install 'pyovms[s3]'"
     )
+
+
+@pytest.mark.parametrize("storage", ["az"], indirect=True)  # moto and the GCS emulator accept any credentials
+def test_bad_credentials_leave_the_model_out_and_name_the_cause_not_the_secret(storage, tmp_path):
+    storage.create_bucket("locked")
+    storage.upload("locked", "m", _model_dir(tmp_path / "local", {1: 1.0}))
+    wrong = "d3Jvbmcga2V5IG5ldmVyIGxvZ2dlZA=="
+    connection = storage.env["AZURE_STORAGE_CONNECTION_STRING"].replace(AZURITE_ACCOUNT_KEY, wrong)
+    config = {"model_config_list": [{"config": {"name": "locked", "base_path": "az://locked/m"}}]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    server = ServerProcess(
+        ["--config_path", str(tmp_path / "config.json")], tmp_path / "log",
+        env={"AZURE_STORAGE_CONNECTION_STRING": connection},
+    )  # fmt: skip
+    try:
+        assert not _ready(server.stub, "locked")
+        log = server.log()
+        assert "model locked: cannot list az://locked/m: The provided base path is invalid" in log
+        assert "Server failed to authenticate the request" in log or "AuthenticationFailed" in log, log[-2000:]
+        assert wrong not in log and AZURITE_ACCOUNT_KEY not in log
+    finally:
+        server.stop()
+
+
+def test_storage_going_away_keeps_the_loaded_versions_serving(tmp_path):
+    """A network error (the S3 server stopped) while a model is loaded: it keeps serving, the error is logged once,
+    and the poll notices when the storage is back."""
+    port = free_port()
+    backend, command = _s3(port)
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _answers(lambda: backend.fs.ls("")), timeout=60)
+        return process
+
+    moto = start()
+    backend.create_bucket("flaky")
+    backend.upload("flaky", "m", _model_dir(tmp_path / "local", {1: 4.0}))
+    config = {"model_config_list": [{"config": {"name": "m", "base_path": "s3://flaky/m"}}]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    env = {**backend.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache"), "AWS_MAX_ATTEMPTS": "1"}
+    server = ServerProcess(
+        ["--config_path", str(tmp_path / "config.json"), "--file_system_poll_wait_seconds", "1"], tmp_path / "log",
+        env=env,
+    )  # fmt: skip
+    try:
+        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 4)
+        moto.terminate()
+        moto.wait(10)
+        wait_for(lambda: "model m: cannot list s3://flaky/m" in server.log(), timeout=120)
+        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 4)  # the loaded version still serves
+        moto = start()  # an in-memory server: the bucket is gone, so the storage answers again, with an error
+        backend.create_bucket("flaky")
+        backend.upload("flaky", "m", tmp_path / "local")
+        wait_for(lambda: "model m: s3://flaky/m can be listed again" in server.log(), timeout=120)
+        wait_for(lambda: _ready(server.stub, "m"), timeout=60)  # (a poll between the bucket and its objects retires it)
+        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 4)
+        assert server.log().count("model m: cannot list s3://flaky/m") <= 2  # once per distinct error, not per poll
+    finally:
+        server.stop()
+        moto.terminate()
+        moto.wait(10)
