@@ -32,7 +32,7 @@ import openvino.opset13 as ops
 
 from tests.c_libraries import EXAMPLES, build_library
 
-from .loadgen import Result, grpc_load
+from .loadgen import Result, grpc_load, median_result
 from .run import request_body
 from .servers import start_pyovms
 
@@ -87,10 +87,6 @@ def write_repository(root: Path) -> Path:
     return path
 
 
-def _median(results: list[Result]) -> Result:
-    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
-
-
 def added_latency(address: str, width: int, requests: int) -> dict[str, float]:
     """Median latency (ms) of each servable at concurrency 1, the servables' requests interleaved one by one, so
     that drifts of the machine (frequency, other processes) fall on all of them alike."""
@@ -130,7 +126,7 @@ def measure(config: Path, seconds: float, repeat: int) -> None:
                         body = request_body(servable, "in", values)
                         runs[servable].append(asyncio.run(grpc_load(server.address, body, concurrency, seconds)))
                 for servable in SERVABLES:
-                    result = _median(runs[servable])
+                    result = median_result(runs[servable])
                     print(f"| {label} | {concurrency} | {servable} | {result.rps:.0f} | {result.p50:.3f} | "
                           f"{result.p99:.3f} |", flush=True)  # fmt: skip
     finally:

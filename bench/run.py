@@ -33,7 +33,7 @@ import openvino as ov
 from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
 from .h2load import h2load_rest, h2load_run
-from .loadgen import Result, decode_rate, grpc_chain_load, grpc_load, openvino_load
+from .loadgen import Result, decode_rate, grpc_chain_load, grpc_load, median_result, openvino_load
 from .models import HEAVY_SHAPE, photo_jpeg, write_repository
 from .servers import default_peer_dir, ensure_venv, start_kserve, start_mlserver, start_pyovms
 
@@ -92,16 +92,6 @@ def _rest_bodies() -> list[tuple[str, bytes, list[str]]]:
     ]
 
 
-def _median(results: list[Result]) -> Result:
-    return Result(
-        statistics.median(r.rps for r in results),
-        statistics.median(r.p50 for r in results),
-        statistics.median(r.p90 for r in results),
-        statistics.median(r.p99 for r in results),
-        sum(r.count for r in results),
-    )
-
-
 def _row(scenario: str, model: str, concurrency: int, result: Result) -> str:
     return (
         f"| {scenario} | {model} | {concurrency} | {result.rps:.0f} | {result.p50:.3f} | {result.p90:.3f} | "
@@ -145,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                     asyncio.run(grpc_load(address, body, concurrency, args.seconds, connections=args.connections))
                     for _ in range(args.repeat)
                 ]
-            results[scenario, model, concurrency] = _median(runs)
+            results[scenario, model, concurrency] = median_result(runs)
             print(_row(scenario, model, concurrency, results[scenario, model, concurrency]), flush=True)
 
     over_grpc = [s for s in args.scenarios if s in plans]
@@ -164,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         for seconds in [args.seconds] * args.repeat
                     ]
-                    print(_row("dag: dummy called twice", "dummy", concurrency, _median(runs)), flush=True)
+                    print(_row("dag: dummy called twice", "dummy", concurrency, median_result(runs)), flush=True)
             if "rest" in args.scenarios:
                 for label, body, headers in _rest_bodies():
                     for concurrency in CONCURRENCY["dummy"]:
@@ -172,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                             h2load_rest(server.rest_address, "/v2/models/dummy/infer", body, headers, concurrency, s)
                             for s in [args.seconds] * args.repeat
                         ]
-                        print(_row(label, "dummy", concurrency, _median(runs)), flush=True)
+                        print(_row(label, "dummy", concurrency, median_result(runs)), flush=True)
         finally:
             server.stop()
     if "s5" in args.scenarios:
@@ -197,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [
                     openvino_load(compiled, {0: array}, concurrency, nireq, args.seconds) for _ in range(args.repeat)
                 ]
-                print(_row("s4", model, concurrency, _median(runs)), flush=True)
+                print(_row("s4", model, concurrency, median_result(runs)), flush=True)
     _print_ratios(results)
     return 0
 

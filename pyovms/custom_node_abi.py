@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 
+import numpy as np
+
 from . import tensors
 
 # enum CustomNodeTensorPrecision, in the header's order (the values are their positions).
@@ -27,12 +29,14 @@ PRECISION_DATATYPES: dict[int, str] = {
 }
 """The KServe datatype of each precision a library may declare or produce (UNSPECIFIED has none)."""
 
-DATATYPE_PRECISIONS = {datatype: precision for precision, datatype in PRECISION_DATATYPES.items()}
-"""The precision a tensor of each KServe datatype is passed to a library with."""
+PRECISION_DTYPES: dict[int, np.dtype] = {
+    precision: tensors.DATATYPES[datatype].dtype  # type: ignore[misc]
+    for precision, datatype in PRECISION_DATATYPES.items()
+}
+"""The numpy dtype (little-endian) of each precision's elements."""
 
-ITEM_SIZES = {
-    precision: tensors.DATATYPES[datatype].dtype.itemsize for precision, datatype in PRECISION_DATATYPES.items()
-}  # type: ignore[union-attr]
+DTYPE_PRECISIONS = {dtype.str: precision for precision, dtype in PRECISION_DTYPES.items()}
+"""The precision a numpy array of each dtype (`dtype.str`) is passed to a library with."""
 
 MAX_DIMS = 64
 """More dimensions than numpy holds: a `dimsCount` beyond this is a corrupted shape, never read."""

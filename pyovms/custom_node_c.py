@@ -43,21 +43,6 @@ from .shapes import Dim
 log = logging.getLogger("pyovms.custom_node")
 
 _INT64_MAX = (1 << 63) - 1
-_DTYPE_PRECISIONS = {
-    np.dtype(dtype).str: precision
-    for dtype, precision in (
-        ("<f4", abi.FP32),
-        ("<f2", abi.FP16),
-        ("u1", abi.U8),
-        ("i1", abi.I8),
-        ("<i2", abi.I16),
-        ("<u2", abi.U16),
-        ("<i4", abi.I32),
-        ("<f8", abi.FP64),
-        ("<i8", abi.I64),
-    )
-}
-_TYPESTRS = {precision: np.dtype(dtype).str for dtype, precision in _DTYPE_PRECISIONS.items()}
 
 
 class CLibrary:
@@ -246,7 +231,7 @@ class CCustomNode(CustomNode):
             tensor.dataBytes = array.nbytes
             tensor.dims = dims
             tensor.dimsCount = array.ndim
-            tensor.precision = _DTYPE_PRECISIONS.get(array.dtype.str, abi.UNSPECIFIED)
+            tensor.precision = abi.DTYPE_PRECISIONS.get(array.dtype.str, abi.UNSPECIFIED)
         outputs = ctypes.POINTER(abi.CustomNodeTensor)()
         produced = ctypes.c_int()
         code = self.library.execute(
@@ -314,13 +299,14 @@ class CCustomNode(CustomNode):
                 why = "shape handle is null" if not dims_address else f"{tensor.dimsCount} dimensions"
                 raise ServingError(Status.NODE_LIBRARY_INVALID_SHAPE, f"output {label}: {why}")
             shape = tuple(tensor.dims[: tensor.dimsCount])
-            expected = math.prod(shape) * abi.ITEM_SIZES[precision]
+            dtype = abi.PRECISION_DTYPES[precision]
+            expected = math.prod(shape) * dtype.itemsize
             if not data or tensor.dataBytes != expected:
                 why = "data handle is null" if not data else f"expected: {expected} bytes vs {tensor.dataBytes}"
                 raise ServingError(Status.NODE_LIBRARY_INVALID_CONTENT_SIZE, f"output {label}: {why}")
             if tensor.name is None:
                 raise ServingError(Status.NODE_LIBRARY_OUTPUT_MISSING_NAME, f"library {self.library_name}")
-            owner = _Buffer(self, data, shape, _TYPESTRS[precision])
+            owner = _Buffer(self, data, shape, dtype.str)
             data = None  # the owner gives it back now
             return label, np.asarray(owner)
         finally:

@@ -134,9 +134,7 @@ class RemoteModelDirectory:
                 raise FileNotFoundError(f"no bucket or container {bucket}")
         except ServingError:
             raise
-        except FileNotFoundError as exc:
-            raise ServingError(Status.PATH_INVALID, f"{self.url}: {_cause(exc)}") from exc
-        except Exception as exc:  # credentials, network, permissions: the model waits for a later poll
+        except Exception as exc:  # missing bucket, credentials, network, permissions: a later poll tries again
             raise ServingError(Status.PATH_INVALID, f"{self.url}: {_cause(exc)}") from exc
         versions: dict[int, Listing] = {}
         prefix = self.root + "/"
@@ -169,14 +167,11 @@ class RemoteModelDirectory:
                 shutil.rmtree(retired, ignore_errors=True)
             os.replace(staging, target)
         except OSError:
-            if _read_manifest(target) == manifest:  # another worker put the same version in place first
-                shutil.rmtree(staging, ignore_errors=True)
-                return target
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            if _read_manifest(target) != manifest:
+                raise
+            # another worker put the same version in place first: that copy serves
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # nothing left once renamed into place
         return target
 
     def _download(self, version: int, objects: Listing, staging: Path) -> None:
