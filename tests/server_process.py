@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -89,6 +90,12 @@ class ServerProcess:
             return response.status
         finally:
             connection.close()
+
+    def gauge(self, metric: str) -> float:
+        """The sum of a metric's series on /metrics (metrics must be enabled)."""
+        with urllib.request.urlopen(f"http://{self.rest_address}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric + "{"))
 
     def rss_mb(self) -> float:
         """The server's resident memory."""

@@ -10,7 +10,6 @@ import shutil
 import signal
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,12 +41,6 @@ def _slow(rows: int = SLOW_ROWS) -> service_pb2.ModelInferRequest:
     return _request("slow", "x", np.ones((rows, 1024), dtype=np.float32))
 
 
-def _gauge(server: ServerProcess, metric: str) -> float:
-    with urllib.request.urlopen(f"http://{server.rest_address}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric + "{"))
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("hardening")
@@ -72,7 +65,7 @@ def server(tmp_path_factory):
 
 def _wait_idle(server: ServerProcess) -> None:
     """No infer request in use and no request in flight (`ovms_infer_req_queue_size` is nireq, not the waiters)."""
-    wait_for(lambda: _gauge(server, "ovms_infer_req_active") == 0 and _gauge(server, "ovms_current_requests") == 0)
+    wait_for(lambda: server.gauge("ovms_infer_req_active") == 0 and server.gauge("ovms_current_requests") == 0)
 
 
 def test_full_queue_answers_resource_exhausted_and_recovers(server):
@@ -456,10 +449,10 @@ def test_a_stream_whose_generator_hangs_is_freed_when_its_client_leaves(tmp_path
             call = server.stub.ModelStreamInfer(itertools.chain([request], iter(release.wait, True)), timeout=60)
             first = next(call)
             assert first.infer_response.raw_output_contents[0] == b"first"
-            assert _gauge(server, "ovms_current_graphs") == 1
+            assert server.gauge("ovms_current_graphs") == 1
             call.cancel()
             release.set()
-            wait_for(lambda: _gauge(server, "ovms_current_graphs") == 0, timeout=15)
+            wait_for(lambda: server.gauge("ovms_current_graphs") == 0, timeout=15)
         log = server.log()
         assert log.count("python_node call PythonExecutorCalculator._next still running") == 2, log
         assert log.count("its generator did not close within 5 s") == 2

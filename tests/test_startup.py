@@ -98,7 +98,6 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(tmp_path
     finishes and is answered; without one it is cut off. Either way the server exits with 0."""
     import signal
     import threading
-    import urllib.request
 
     models.build_slow_to_infer(tmp_path / "slow" / "1" / "model.xml")
     process = ServerProcess(
@@ -107,11 +106,6 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(tmp_path
          "--metrics_enable", "--metrics_list", "ovms_infer_req_active"],
         tmp_path / "log",
     )  # fmt: skip
-
-    def active() -> float:
-        with urllib.request.urlopen(f"http://{process.rest_address}/metrics", timeout=10) as response:
-            lines = response.read().decode().splitlines()
-        return sum(float(line.split()[-1]) for line in lines if line.startswith("ovms_infer_req_active{"))
 
     try:
         rows = 512
@@ -137,7 +131,7 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(tmp_path
         worker = threading.Thread(target=call)
         worker.start()
         deadline = time.monotonic() + 60
-        while active() < 1 and time.monotonic() < deadline and worker.is_alive():
+        while process.gauge("ovms_infer_req_active") < 1 and time.monotonic() < deadline and worker.is_alive():
             pass  # no sleep: the signal goes as soon as the inference is seen running
         assert "response" not in outcome, f"the inference of {rows} rows ended before it was seen running"
         process.process.send_signal(signal.SIGTERM)
