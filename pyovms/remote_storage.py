@@ -14,24 +14,33 @@ versions downloaded into a local cache and loaded from there like local ones.
   (name, size, ETag). A version whose objects are unchanged is not downloaded again, across restarts too. A version
   is downloaded into a directory of its own and renamed into place, so several workers (`--grpc_workers`) sharing the
   cache never see a half-written one.
-- Downloads are parallel (fsspec's batched `get`) and streamed to files; files over 64 MB get a log line before and
-  after. Errors name the URL and the cause, never a secret.
+- Downloads are parallel (fsspec's batched `get`) and streamed to files; a download holding a file over 64 MB logs
+  its progress (at most every 10 s, and at each quarter). Errors name the URL and the cause, never a secret.
+- A download in progress holds a lock on its staging directory (`flock`); staging directories left by a process that
+  died mid-download hold none, and the next download of that model removes them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ServingError, Status
+
+try:
+    from fsspec.callbacks import Callback
+except ImportError:  # no object storage extra installed: nothing is downloaded
+    Callback = object  # type: ignore[assignment,misc]
 
 log = logging.getLogger("pyovms.remote_storage")
 
@@ -40,6 +49,10 @@ SCHEMES = {"s3": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"
 
 MANIFEST = ".pyovms-manifest.json"
 LARGE_FILE_BYTES = 64 << 20
+PROGRESS_EVERY_S = 10.0
+STALE_AFTER_S = 60.0
+"""A staging directory this old whose lock nobody holds was left by a process that died (the age covers the moment
+between its creation and its lock)."""
 
 Listing = dict[str, tuple[int, str]]
 """A version directory's objects: path relative to it -> (size, ETag or modification stamp)."""
@@ -91,10 +104,24 @@ def _filesystem(scheme: str) -> Any:
             options["profile"] = os.environ["AWS_PROFILE"]
         return implementation.S3FileSystem(**options)
     if scheme == "gs":
-        token = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or ("anon" if emulator else "google_default")
-        return implementation.GCSFileSystem(token=token)
+        return implementation.GCSFileSystem(token=_google_credentials(emulator))
     connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     return implementation.AzureBlobFileSystem(**({"connection_string": connection} if connection else {}))
+
+
+GCS_READ_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
+
+
+def _google_credentials(emulator: str | None) -> Any:
+    """`GOOGLE_APPLICATION_CREDENTIALS` loaded by google-auth itself (gcsfs would hide why a key file is refused),
+    else anonymous access to an emulator, else Google's default chain."""
+    path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if not path:
+        return "anon" if emulator else "google_default"
+    import google.auth
+
+    credentials, _ = google.auth.load_credentials_from_file(path, scopes=[GCS_READ_SCOPE])
+    return credentials
 
 
 def _cause(exc: BaseException) -> str:
@@ -157,8 +184,11 @@ class RemoteModelDirectory:
             log.info("%s/%d: unchanged, loaded from the cache %s", self.url, version, target)
             return target
         self.cache.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(self.cache)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.cache))
+        lock = os.open(staging, os.O_RDONLY)
         try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             self._download(version, objects, staging)
             (staging / MANIFEST).write_text(json.dumps(manifest))
             if target.exists():
@@ -172,6 +202,7 @@ class RemoteModelDirectory:
             # another worker put the same version in place first: that copy serves
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # nothing left once renamed into place
+            os.close(lock)
         return target
 
     def _download(self, version: int, objects: Listing, staging: Path) -> None:
@@ -182,15 +213,82 @@ class RemoteModelDirectory:
         large = [name for name, (size, _) in objects.items() if size >= LARGE_FILE_BYTES]
         total = sum(size for size, _ in objects.values())
         started = time.monotonic()
+        progress = None
         if large:
             log.info("%s/%d: downloading %d files, %.0f MB (large: %s)", self.url, version, len(objects),
                      total / 1e6, ", ".join(large))  # fmt: skip
+            progress = _Progress(f"{self.url}/{version}", total)
         try:
-            self.fs.get(remote, local)
+            self.fs.get(remote, local, **({"callback": progress} if progress else {}))
         except Exception as exc:
             raise ServingError(Status.FILE_INVALID, f"{self.url}/{version}: {_cause(exc)}") from exc
         log.info("%s/%d: downloaded %d files, %.1f MB in %.1f s", self.url, version, len(objects), total / 1e6,
                  time.monotonic() - started)  # fmt: skip
+
+
+def remove_stale_staging(cache: Path) -> None:
+    """Remove the staging directories of `cache` (one model URL's) that no download holds: left by a process that
+    died mid-download. A directory is removed only while this process holds its lock, so a live download (in this
+    or another worker) is never touched."""
+    now = time.time()
+    for path in cache.glob(".*-*"):
+        try:
+            if not path.is_dir() or now - path.stat().st_mtime < STALE_AFTER_S:
+                continue
+            lock = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            continue  # a download in progress
+        try:
+            log.info("removing %s, left by a download that did not finish", path)
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(lock)
+
+
+class _FileProgress(Callback):
+    """fsspec's callback for one file: hands the bytes it receives to the batch's `_Progress`."""
+
+    def __init__(self, batch: _Progress) -> None:
+        super().__init__()
+        self.batch = batch
+        self.reported = 0
+
+    def call(self, *args: Any, **kwargs: Any) -> None:
+        delta, self.reported = self.value - self.reported, self.value
+        self.batch.add(delta)
+
+
+class _Progress(Callback):
+    """fsspec's callback for a batch holding a large file: logs the bytes received so far, at most every 10 s and at
+    each quarter of the total. Its own size and value count files; each file's child callback counts bytes, and
+    children may report from several threads."""
+
+    def __init__(self, what: str, total: int) -> None:
+        super().__init__()
+        self.what, self.total = what, max(total, 1)
+        self.received = 0
+        self._lock = threading.Lock()
+        self._logged_at = time.monotonic()
+        self._quarter = 0
+
+    def branched(self, path_1: str, path_2: str, **kwargs: Any) -> Callback:
+        return _FileProgress(self)
+
+    def add(self, delta: int) -> None:
+        with self._lock:
+            self.received += delta
+            quarter = min(4, self.received * 4 // self.total)
+            now = time.monotonic()
+            if quarter <= self._quarter and now - self._logged_at < PROGRESS_EVERY_S:
+                return
+            self._quarter, self._logged_at = max(quarter, self._quarter), now
+        log.info("%s: %d%% downloaded (%.0f of %.0f MB)", self.what, min(100, self.received * 100 // self.total),
+                 self.received / 1e6, self.total / 1e6)  # fmt: skip
 
 
 def _read_manifest(directory: Path) -> dict[str, list[Any]] | None:

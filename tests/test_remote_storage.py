@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,154 @@ def test_storage_going_away_keeps_the_loaded_versions_serving(tmp_path):
         server.stop()
         moto.terminate()
         moto.wait(10)
+
+
+def _moto_with_iam(port: int) -> tuple[Storage, subprocess.Popen, dict[str, str]]:
+    """A moto S3 server that checks signatures: an IAM user allowed s3:* is made while moto accepts anything, then
+    moto is told to authenticate every request (its /moto-api/reset-auth). Returns the user's credentials."""
+    import boto3
+
+    backend, command = _s3(port)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: _answers(lambda: backend.fs.ls("")), timeout=60)
+    endpoint = f"http://127.0.0.1:{port}"
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                       aws_secret_access_key=SECRET)  # fmt: skip
+    iam.create_user(UserName="reader")
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    arn = iam.create_policy(PolicyName="read", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]
+    iam.attach_user_policy(UserName="reader", PolicyArn=arn)
+    return backend, process, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+def test_s3_bad_credentials_leave_the_model_out_and_name_the_cause_not_the_secret(tmp_path):
+    import urllib.request
+
+    port = free_port()
+    backend, moto, user = _moto_with_iam(port)
+    try:
+        backend.create_bucket("locked")
+        backend.upload("locked", "m", _model_dir(tmp_path / "local", {1: 2.0}))
+        enforce = urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset-auth", data=b"0", method="POST",
+                                         headers={"Content-Type": "text/plain"})  # fmt: skip
+        urllib.request.urlopen(enforce, timeout=30).read()
+        wrong = "wrong-secret-never-logged"
+        cases = {"right": user, "wrong": {**user, "AWS_SECRET_ACCESS_KEY": wrong},
+                 "unknown": {"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000", "AWS_SECRET_ACCESS_KEY": wrong}}  # fmt: skip
+        logs = {}
+        for case, credentials in cases.items():
+            env = {**backend.env, **credentials, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / f"cache_{case}")}
+            server = ServerProcess(
+                ["--model_name", "locked", "--model_path", "s3://locked/m"], tmp_path / f"log_{case}", env=env
+            )
+            try:
+                if case == "right":  # moto does check: the user's own key is served
+                    np.testing.assert_array_equal(_infer(server.stub, "locked"), X + 2)
+                else:
+                    assert not _ready(server.stub, "locked")
+                logs[case] = server.log()
+            finally:
+                server.stop()
+        prefix = "model locked: cannot list s3://locked/m: The provided base path is invalid or doesn't exists - "
+        assert (
+            prefix + "s3://locked/m: PermissionError: The request signature we calculated does not match"
+            in (logs["wrong"])
+        )
+        assert (
+            prefix + "s3://locked/m: PermissionError: The AWS Access Key Id you provided does not exist"
+            in (logs["unknown"])
+        )
+        for log in logs.values():
+            assert wrong not in log and user["AWS_SECRET_ACCESS_KEY"] not in log
+    finally:
+        moto.terminate()
+        moto.wait(10)
+
+
+@pytest.mark.parametrize("storage", ["gs"], indirect=True)
+def test_gcs_a_key_file_that_is_refused_is_named_with_its_cause_not_its_content(storage, tmp_path):
+    """The GCS emulator accepts any token, so what is tested is the key file google-auth refuses (a service account
+    whose private key does not parse) and one that does not exist."""
+    storage.create_bucket("keyed")
+    storage.upload("keyed", "m", _model_dir(tmp_path / "local", {1: 1.0}))
+    key_file = tmp_path / "service-account.json"
+    key_material = "TOPSECRETKEYMATERIAL"
+    key_file.write_text(json.dumps({
+        "type": "service_account", "project_id": "p", "private_key_id": "k1", "client_email": "r@p.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": "http://127.0.0.1:9/token",
+        "private_key": f"-----BEGIN PRIVATE KEY-----\n{key_material}\n-----END PRIVATE KEY-----\n",
+    }))  # fmt: skip
+    prefix = (
+        "model keyed: cannot list gs://keyed/m: The provided base path is invalid or doesn't exists - gs://keyed/m: "
+    )
+    for path, cause in [
+        (key_file, f"DefaultCredentialsError: ('Failed to load service account credentials from {key_file}'"),
+        (tmp_path / "missing.json", f"DefaultCredentialsError: File {tmp_path / 'missing.json'} was not found."),
+    ]:
+        env = {**storage.env, "GOOGLE_APPLICATION_CREDENTIALS": str(path)}
+        server = ServerProcess(["--model_name", "keyed", "--model_path", "gs://keyed/m"], tmp_path / "log", env=env)
+        try:
+            assert not _ready(server.stub, "keyed")
+            log = server.log()
+            assert prefix + cause in log, log[-2000:]
+            assert key_material not in log
+        finally:
+            server.stop()
+
+
+@pytest.mark.parametrize("storage", ["s3"], indirect=True)
+def test_a_large_download_logs_its_progress(storage, tmp_path):
+    from pyovms.remote_storage import LARGE_FILE_BYTES
+
+    storage.create_bucket("large")
+    local = _model_dir(tmp_path / "local", {1: 3.0})
+    (local / "1" / "extra.bin").write_bytes(os.urandom(LARGE_FILE_BYTES))  # not read by OpenVINO, only downloaded
+    storage.upload("large", "m", local)
+    env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
+    server = ServerProcess(["--model_name", "large", "--model_path", "s3://large/m"], tmp_path / "log", env=env)
+    try:
+        np.testing.assert_array_equal(_infer(server.stub, "large"), X + 3)
+        log = server.log()
+    finally:
+        server.stop()
+    assert "s3://large/m/1: downloading 3 files, 67 MB (large: extra.bin)" in log
+    progress = [line.split("s3://large/m/1: ")[1] for line in log.splitlines() if "% downloaded (" in line]
+    percents = [int(line.split("%")[0]) for line in progress]  # s3fs reports in parts of 50 MB: 78 %, then 100 %
+    assert len(percents) >= 2 and percents == sorted(set(percents)), progress
+    assert progress[-1] == "100% downloaded (67 of 67 MB)"
+    assert "s3://large/m/1: downloaded 3 files, 67.1 MB in " in log
+
+
+@pytest.mark.parametrize("storage", ["s3"], indirect=True)
+def test_staging_left_by_a_dead_download_is_removed_and_a_live_one_is_not(storage, tmp_path, monkeypatch):
+    import fcntl
+
+    from pyovms.remote_storage import STALE_AFTER_S, RemoteModelDirectory
+
+    storage.create_bucket("staging")
+    storage.upload("staging", "m", _model_dir(tmp_path / "local", {1: 6.0}))
+    monkeypatch.setenv("PYOVMS_REMOTE_CACHE_DIR", str(tmp_path / "cache"))
+    cache = RemoteModelDirectory("s3://staging/m").cache  # the model URL's directory in the cache
+    old = time.time() - STALE_AFTER_S - 60
+    staging = {name: cache / name for name in (".1-dead", ".1-live", ".1-new")}
+    for name, path in staging.items():
+        (path / "partial").mkdir(parents=True)
+        if name != ".1-new":
+            os.utime(path, (old, old))
+    live = os.open(staging[".1-live"], os.O_RDONLY)  # held as a download in another worker holds it
+    fcntl.flock(live, fcntl.LOCK_EX)
+    try:
+        env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
+        server = ServerProcess(["--model_name", "m", "--model_path", "s3://staging/m"], tmp_path / "log", env=env)
+        try:
+            np.testing.assert_array_equal(_infer(server.stub, "m"), X + 6)
+            log = server.log()
+        finally:
+            server.stop()
+    finally:
+        os.close(live)
+    assert f"removing {staging['.1-dead']}, left by a download that did not finish" in log
+    assert not staging[".1-dead"].exists()
+    assert staging[".1-live"].is_dir() and staging[".1-new"].is_dir()
+    assert sorted(p.name for p in cache.iterdir()) == [".1-live", ".1-new", "1"]
