@@ -136,8 +136,8 @@ def measure(config: Path, seconds: float, repeat: int) -> None:
 def in_process(root: Path) -> None:
     """The input the library reads is the array the pipeline got (no copy), and what one C node call costs."""
     from pyovms.custom_node import LibraryConfig
+    from pyovms.model_manager import ModelManager
     from pyovms.pipeline import PipelineConfig
-    from pyovms.repository import Repository
 
     library = build_library("faulty", root / "lib")  # mode "ok": copies `in` and returns the address it read from
     pipeline = _one_node("p", "faulty")
@@ -145,9 +145,9 @@ def in_process(root: Path) -> None:
     pipeline["outputs"].append({"address": {"node_name": "node", "data_item": "address"}})
 
     async def run() -> None:
-        repository = Repository()
-        await repository.load([], [PipelineConfig.from_json(pipeline)], [LibraryConfig("faulty", str(library))])
-        servable = repository.pipelines["p"].versions[1].servable
+        manager = ModelManager()
+        await manager.load([], [PipelineConfig.from_json(pipeline)], [LibraryConfig("faulty", str(library))])
+        servable = manager.repository.pipelines["p"].versions[1].servable
         print("\n| tensor | library read the request's array in place | in-process pipeline call, median |")
         print("|---|---|---|")
         for label, width in WIDTHS.items():
@@ -159,7 +159,7 @@ def in_process(root: Path) -> None:
                 durations.append(time.perf_counter() - started)
             in_place = int(outputs["address"].as_numpy()[0, 0]) == values.ctypes.data
             print(f"| {label} | {in_place} | {statistics.median(durations) * 1e6:.0f} µs |")
-        repository.unload()
+        manager.unload()
 
     asyncio.run(run())
 

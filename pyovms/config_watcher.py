@@ -17,8 +17,8 @@ from pathlib import Path
 from .config import GraphEntry, ModelConfig, ServingConfig, load_config, load_subconfig
 from .custom_node import LibraryConfig
 from .errors import ServingError, Status
+from .model_manager import ModelManager
 from .pipeline import PipelineConfig
-from .repository import Repository
 
 log = logging.getLogger("pyovms.config_watcher")
 
@@ -62,8 +62,8 @@ def with_subconfig_models(models: list[ModelConfig], graphs: list[GraphEntry]) -
 class ConfigWatcher:
     """Applies the configuration again, on a timer and on request."""
 
-    def __init__(self, repository: Repository, configs: Configs, config_path: str | None) -> None:
-        self.repository = repository
+    def __init__(self, manager: ModelManager, configs: Configs, config_path: str | None) -> None:
+        self.manager = manager
         self.configs = configs
         """The last configuration that parsed."""
         self.config_path = config_path
@@ -96,7 +96,7 @@ class ConfigWatcher:
                     if digest != self._digest:
                         log.info("Configuration file %s changed: applying it", self.config_path)
                 self._digest = digest
-            changed = await self.repository.reload(*self.configs)
+            changed = await self.manager.reload(*self.configs)
             if changed:
                 log.info("Configuration applied: model versions or pipelines changed")
             return changed

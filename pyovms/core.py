@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from . import __version__
 from .errors import ServingError, Status
 from .images import DEFAULT_MAX_DECODED_BYTES
 from .inference import (
@@ -25,6 +24,7 @@ from .inference import (
 from .metrics import Metrics
 from .repository import Repository, VersionState, check_available
 from .validation import check_requested_outputs, prepare_inputs, resolve_pending
+from .version import __version__
 
 log = logging.getLogger("pyovms.core")
 

@@ -1,9 +1,10 @@
-"""Custom nodes for pipelines: the `custom_node_library_config_list` libraries, of two kinds, behind one interface.
+"""Custom nodes for pipelines: the `custom_node_library_config_list` libraries, of two kinds, behind one interface
+(this module); `custom_node_loader.py` tells which kind a file is and loads it.
 
 - **C libraries**: a `base_path` that is a compiled shared library (told by the file's first bytes, or by a `.so`,
   `.dylib` or `.dll` name) is loaded through OVMS's C custom node interface, unchanged (`custom_node_c.py`).
-- **Python libraries**: a `.py` file or an importable module name implementing the same calls as module-level
-  functions:
+- **Python libraries** (`custom_node_python.py`): a `.py` file or an importable module name implementing the same
+  calls as module-level functions:
 
       def initialize(params: dict[str, str]) -> object          # optional: the node's state, given to the others
       def get_inputs_info(params, state) -> dict[str, tuple[str, list[int]]]     # name -> (KServe datatype, shape)
@@ -19,17 +20,13 @@ request running on it, and (C) no output buffer of it still held. docs/custom_no
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,30 +35,14 @@ from . import tensors
 from .errors import ServingError, Status
 from .inference import TensorSpec
 from .scheduling import InlineChoice
-from .shapes import Dim
-from .user_code import USER_ERRORS, describe, run_user_code
+from .user_code import run_user_code
 
 log = logging.getLogger("pyovms.custom_node")
 
-REQUIRED = ("get_inputs_info", "get_outputs_info", "execute")
-"""The functions a Python library must define."""
-
 SHARED_LIBRARY_SUFFIXES = (".so", ".dylib", ".dll")
-_BINARY_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"MZ")
-"""The first bytes of ELF, Mach-O (64, 32, universal) and PE files."""
 
 
-def is_shared_library(path: str) -> bool:
-    """Whether `path` is to be loaded as a C library: a compiled binary, or named like one."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(4)
-    except OSError:
-        head = b""
-    return head.startswith(_BINARY_MAGIC) or _named_like_a_library(path)
-
-
-def _named_like_a_library(path: str) -> bool:
+def named_like_a_library(path: str) -> bool:
     name = os.path.basename(path)
     return name.endswith(SHARED_LIBRARY_SUFFIXES) or ".so." in name
 
@@ -89,7 +70,7 @@ class LibraryConfig:
         base_path = entry["base_path"]
         if not Path(base_path).is_absolute():
             candidate = config_dir / base_path
-            named = base_path.endswith(".py") or _named_like_a_library(base_path) or os.sep in base_path
+            named = base_path.endswith(".py") or named_like_a_library(base_path) or os.sep in base_path
             if named or candidate.exists():
                 base_path = str(candidate)
         return cls(entry["name"], base_path)
@@ -107,16 +88,6 @@ class Library(Protocol):
         """One pipeline node's instance: initialized, its inputs and outputs read. Executions averaging less than
         `inline_threshold_s` may run inline on the event loop (C libraries; 0: always on the user-code pool)."""
         ...
-
-
-def load_library(config: LibraryConfig, previous: Library | None = None) -> Library:
-    """Load the library `config` names, of the kind its file shows; `previous` is the one it replaces (a reload).
-    Raises ServingError with OVMS's status when it cannot be loaded."""
-    if is_shared_library(config.base_path):
-        from .custom_node_c import CLibrary  # ctypes and the ABI only when a C library is configured
-
-        return CLibrary.load(config, previous)
-    return PythonLibrary.load(config)
 
 
 class CustomNode:
@@ -211,91 +182,3 @@ class CustomNode:
 
     def _deinitialize(self) -> None:
         raise NotImplementedError
-
-
-def _tensor_specs(library: str, declared: Mapping[str, tuple[str, list[int]]]) -> dict[str, TensorSpec]:
-    """TensorSpecs of declared inputs or outputs: name -> (KServe datatype, shape with -1 for any size)."""
-    specs = {}
-    for name, (datatype, shape) in sorted(declared.items()):
-        described = tensors.DATATYPES.get(datatype)
-        if described is None:
-            raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{library}: tensor {name} has datatype {datatype}")
-        dims = tuple(Dim.any() if d == -1 else Dim.static(d) for d in shape)
-        specs[name] = TensorSpec(name, datatype, described.precision, dims, 0 if dims else None)
-    return specs
-
-
-class PythonLibrary:
-    """A Python custom node library: a module with the functions above."""
-
-    def __init__(self, config: LibraryConfig, module: ModuleType, signature: tuple[int, ...] | None) -> None:
-        self.name = config.name
-        self.base_path = config.base_path
-        self.module = module
-        self.signature = signature
-
-    @classmethod
-    def load(cls, config: LibraryConfig) -> PythonLibrary:
-        """Import the library; ServingError when it cannot be imported or lacks a required function."""
-        signature = file_signature(config.base_path) if config.base_path.endswith(".py") else None
-        try:
-            if config.base_path.endswith(".py"):
-                spec = importlib.util.spec_from_file_location(f"pyovms_custom_node_{config.name}", config.base_path)
-                if spec is None or spec.loader is None:
-                    raise ImportError(f"cannot load {config.base_path}")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[spec.name] = module
-                spec.loader.exec_module(module)
-            else:
-                module = importlib.import_module(config.base_path)
-        except USER_ERRORS as exc:
-            raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{config.name}: {describe(exc)}") from exc
-        missing = [name for name in REQUIRED if not callable(getattr(module, name, None))]
-        if missing:
-            raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{config.name}: no {', '.join(missing)}")
-        return cls(config, module, signature)
-
-    def instantiate(self, node_name: str, params: dict[str, str], inline_threshold_s: float = 0.0) -> PythonCustomNode:
-        return PythonCustomNode(self, node_name, params)  # Python holds the GIL: always on the pool
-
-
-class PythonCustomNode(CustomNode):
-    """A node running a Python library: the state `initialize` returned, passed to every call."""
-
-    def __init__(self, library: PythonLibrary, node_name: str, params: dict[str, str]) -> None:
-        self.module = library.module
-        self.params = params
-        initialize: Callable[[dict[str, str]], Any] | None = getattr(self.module, "initialize", None)
-        try:
-            self.state = initialize(params) if callable(initialize) else None
-            inputs = _tensor_specs(library.name, self.module.get_inputs_info(params, self.state))
-            outputs = _tensor_specs(library.name, self.module.get_outputs_info(params, self.state))
-        except ServingError:
-            raise
-        except USER_ERRORS as exc:
-            message = f"{library.name} in node {node_name}: {describe(exc)}"
-            raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, message) from exc
-        super().__init__(library.name, node_name, inputs, outputs)
-
-    def _execute(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
-        produced = self.module.execute(inputs, self.params, self.state)
-        if not isinstance(produced, Mapping):
-            raise ServingError(Status.NODE_LIBRARY_OUTPUT_INVALID, f"execute returned {type(produced).__name__}")
-        outputs = {}
-        for name in wanted:
-            value = produced.get(name)
-            if value is None:
-                raise ServingError(Status.NODE_LIBRARY_MISSING_OUTPUT, name)
-            if not isinstance(value, np.ndarray) or value.dtype == object:
-                raise ServingError(Status.NODE_LIBRARY_OUTPUT_INVALID, f"{name} is not a numeric numpy array")
-            outputs[name] = np.ascontiguousarray(value)
-        return outputs
-
-    def _deinitialize(self) -> None:
-        deinitialize = getattr(self.module, "deinitialize", None)
-        if callable(deinitialize):
-            try:
-                deinitialize(self.state)
-            except USER_ERRORS:
-                log.exception("deinitialize of custom node %s failed", self.node_name)
-        self.state = None

@@ -1,8 +1,9 @@
-"""The model repository: models and pipelines by name, their versions, version states and default versions.
+"""The model repository: what is served now. Models, pipelines and graphs by name, their versions, version states
+and default versions, and the lookups every request makes. `model_manager.py` fills it.
 
 Each version moves through OVMS's states START -> LOADING -> AVAILABLE -> UNLOADING -> END; a version that
 failed to load stays LOADING with error code UNKNOWN. Only AVAILABLE versions serve; the default version
-is the highest AVAILABLE one. Loading runs in worker threads so the event loop keeps answering.
+is the highest AVAILABLE one.
 
 Pipelines are looked up after models (spec §2.2) and have one version, 1, whatever version a request names (it
 must still parse); one whose definition is invalid stays LOADING with error code FAILED_PRECONDITION. Graphs
@@ -15,21 +16,13 @@ import asyncio
 import enum
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import openvino as ov
-
-from .config import GraphEntry, ModelConfig
-from .custom_node import Library, LibraryConfig, file_signature, load_library
+from .config import ModelConfig
+from .custom_node import Library
 from .errors import ServingError, Status
-from .openvino_model import OpenVinoModel
-from .pipeline import Pipeline, PipelineConfig
-from .remote_storage import Listing, RemoteModelDirectory, is_remote
 from .scheduling import DEFAULT_POOL_SETTINGS, PoolSettings
 from .servable import Servable
-from .version_policy import VersionPolicy
 
 log = logging.getLogger("pyovms.repository")
 
@@ -60,7 +53,7 @@ class ModelVersion:
     servable: Servable | None = None
     kind: str = "model"
     """"model", "pipeline" or "graph": which OVMS messages its lookups answer with."""
-    source: Listing | None = None
+    source: dict[str, tuple[int, str]] | None = None
     """The objects a version in object storage was loaded from (a failed one is tried again when they change)."""
 
     def set_state(self, state: VersionState, error_code: str = "OK") -> None:
@@ -106,174 +99,19 @@ def parse_version(text: str) -> int:
     return int(text)
 
 
-def version_directories(base_path: Path) -> list[int]:
-    """Positive integer subdirectories of a model directory; a single model file is version 1."""
-    if base_path.is_file():
-        return [1]
-    if not base_path.is_dir():
-        raise ServingError(Status.PATH_INVALID, str(base_path))
-    versions = []
-    for entry in base_path.iterdir():
-        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
-            versions.append(int(entry.name))
-    return sorted(versions)
-
-
 class Repository:
-    """All models of the server."""
+    """Every model, pipeline and graph the server has, with the custom node libraries pipelines run."""
 
-    def __init__(
-        self,
-        core: ov.Core | None = None,
-        pool_settings: PoolSettings = DEFAULT_POOL_SETTINGS,
-        cache_dir: str | None = None,
-    ) -> None:
-        self.core = core or ov.Core()
+    def __init__(self, pool_settings: PoolSettings = DEFAULT_POOL_SETTINGS) -> None:
         self.pool_settings = pool_settings
-        self.cache_dir = cache_dir
-        """OpenVINO's compiled-model cache for the models OVMS caches (`--cache_dir`); None: off."""
         """How each model version's infer-request pool runs (inline threshold, queue bound)."""
         self.models: dict[str, Model] = {}
         self.pipelines: dict[str, Model] = {}
         self.graphs: dict[str, Model] = {}
-        self._graph_sources: dict[str, tuple[GraphEntry, str]] = {}
-        """The entry and graph.pbtxt text each loaded graph was built from (a reload rebuilds it when they change)."""
         self.libraries: dict[str, Library] = {}
         """Custom node libraries that loaded; pipelines naming another one are invalid."""
         self.library_failures: dict[str, ServingError] = {}
         """Why each configured library that is not loaded failed (what its pipelines report)."""
-        self._failed_files: dict[str, tuple[str, tuple[int, ...] | None]] = {}
-        """The path and file signature of each library's last failed load: tried again only once they change."""
-        self._pipeline_configs: list[PipelineConfig] = []
-        self._remote: dict[str, RemoteModelDirectory] = {}
-        """Model directories in object storage, by URL (each keeps its client and local cache)."""
-        self._remote_errors: dict[str, str] = {}
-        """The last listing error of each remote model (logged once, not at every poll)."""
-
-    async def load(
-        self,
-        configs: list[ModelConfig],
-        pipelines: Sequence[PipelineConfig] = (),
-        libraries: Sequence[LibraryConfig] = (),
-        graphs: Sequence[GraphEntry] = (),
-    ) -> None:
-        """Load every configured model and custom node library, then build the pipelines and graphs over them; a
-        model, library, pipeline or graph that fails leaves the others serving."""
-        for config in configs:
-            model = Model(config.name, config)
-            self.models[config.name] = model
-        await asyncio.gather(*(self._load_model(self.models[c.name]) for c in configs))
-        self._load_libraries(libraries)
-        for pipeline in pipelines:
-            self._load_pipeline(pipeline)
-        self._pipeline_configs = list(pipelines)
-        await self._reload_graphs(graphs)
-
-    def _load_libraries(self, libraries: Sequence[LibraryConfig]) -> set[str]:
-        """Load the custom node libraries that are new, whose `base_path` changed or whose file changed on disk, and
-        forget the ones no longer configured; the names of those that changed. A library that fails is logged and
-        left out (its pipelines report why); one that fails to load again keeps its loaded version serving."""
-        changed = set()
-        wanted = {library.name for library in libraries}
-        for name in [*self.libraries, *self.library_failures]:
-            if name not in wanted:
-                changed.add(name)
-                self.libraries.pop(name, None)
-                self.library_failures.pop(name, None)
-                self._failed_files.pop(name, None)
-        for config in libraries:
-            current = self.libraries.get(config.name)
-            if current is not None and _unchanged(current, config):
-                continue
-            attempt = (config.base_path, file_signature(config.base_path))
-            if self._failed_files.get(config.name) == attempt:
-                continue
-            try:
-                library = load_library(config, current)
-            except ServingError as exc:
-                log.error("Custom node library %s not loaded: %s", config.name, exc.message)
-                self._failed_files[config.name] = attempt
-                if current is None:
-                    self.library_failures[config.name] = exc
-                    changed.add(config.name)
-                continue
-            self.libraries[config.name] = library
-            self.library_failures.pop(config.name, None)
-            self._failed_files.pop(config.name, None)
-            changed.add(config.name)
-            if current is not None:
-                log.info("Custom node library %s reloaded from %s", config.name, config.base_path)
-        return changed
-
-    def _load_pipeline(self, config: PipelineConfig) -> None:
-        if config.name in self.models:
-            log.error("Pipeline %s is not loaded: %s", config.name, Status.PIPELINE_NAME_OCCUPIED.message)
-            return
-        if config.name in self.pipelines:
-            log.error("Pipeline %s is defined more than once; only the first definition is loaded", config.name)
-            return
-        entry = ModelVersion(config.name, 1, kind="pipeline")
-        self.pipelines[config.name] = Model(config.name, None, {1: entry}, kind="pipeline")
-        try:
-            entry.servable = Pipeline.build(config, self)
-        except ServingError as exc:
-            # A model it needs is not available: the reason alone, after "Pipeline is not loaded yet".
-            entry.failure = exc.details if exc.status == Status.PIPELINE_DEFINITION_NOT_LOADED_YET else exc.message
-            entry.set_state(VersionState.LOADING, "FAILED_PRECONDITION")
-            log.error("Pipeline %s is not available: %s", config.name, entry.failure)
-            return
-        entry.set_state(VersionState.AVAILABLE)
-        log.info("Loaded pipeline %s", config.name)
-
-    async def _reload_graphs(self, entries: Sequence[GraphEntry]) -> bool:
-        """Load new graphs, rebuild those whose entry or graph.pbtxt changed, retire the ones no longer configured;
-        True when anything changed. A rebuilt graph keeps serving until its replacement has loaded."""
-        changed = False
-        wanted = {entry.name: entry for entry in entries}
-        for name, model in list(self.graphs.items()):
-            if name not in wanted and model.versions[1].state != VersionState.END:
-                self._retire_graph(model)
-                changed = True
-        for entry in entries:
-            if entry.name in self.models or entry.name in self.pipelines:
-                log.error("Graph %s is not loaded: %s", entry.name, Status.MEDIAPIPE_GRAPH_NAME_OCCUPIED.message)
-                continue
-            text = _read_text(entry.graph_path)
-            current = self.graphs.get(entry.name)
-            unchanged = self._graph_sources.get(entry.name) == (entry, text)
-            if current is not None and unchanged and current.versions[1].state != VersionState.END:
-                continue
-            changed = await self._load_graph(entry, text) or changed
-        return changed
-
-    async def _load_graph(self, entry: GraphEntry, text: str) -> bool:
-        from .graphs.graph import Graph  # graphs import the repository's helpers
-
-        version = ModelVersion(entry.name, 1, kind="graph")
-        fresh = Model(entry.name, None, {1: version}, kind="graph")
-        version.set_state(VersionState.LOADING)
-        try:
-            version.servable = await Graph.load(entry.name, Path(entry.graph_path), self)
-        except ServingError as exc:
-            version.failure = exc.message
-            version.set_state(VersionState.LOADING, "FAILED_PRECONDITION")
-            log.error("Graph %s is not available: %s", entry.name, exc.message)
-        else:
-            version.set_state(VersionState.AVAILABLE)
-            log.info("Loaded graph %s", entry.name)
-        old = self.graphs.get(entry.name)
-        self.graphs[entry.name] = fresh
-        self._graph_sources[entry.name] = (entry, text)
-        if old is not None and old.versions[1].state == VersionState.AVAILABLE:
-            self._retire_graph(old)
-        return True
-
-    def _retire_graph(self, model: Model) -> None:
-        entry = model.versions[1]
-        graph = entry.servable
-        _retire(entry)
-        if graph is not None:
-            graph.unload()  # type: ignore[attr-defined]
 
     def lookup(self, name: str) -> Model | None:
         """The model, pipeline or graph of that name (looked up in that order, as OVMS does)."""
@@ -282,218 +120,6 @@ class Repository:
     def servables(self) -> list[Model]:
         """Every model, pipeline and graph, sorted by name."""
         return sorted([*self.models.values(), *self.pipelines.values(), *self.graphs.values()], key=lambda m: m.name)
-
-    async def _load_model(self, model: Model) -> bool:
-        """Bring the model's versions in line with its policy and version directories: load the versions the
-        policy selects (falling back below ones that fail, as OVMS does) and retire the others. True when a
-        version was loaded or retired."""
-        config = model.config
-        assert config is not None
-        remote = self._remote_directory(config.base_path)
-        listing: dict[int, Listing] = {}
-        base_path = Path(config.base_path)
-        try:
-            try:
-                policy = VersionPolicy.parse(config.model_version_policy)
-            except ValueError as exc:
-                raise ServingError(Status.MODEL_VERSION_POLICY_WRONG_FORMAT, str(exc)) from exc
-            if remote is not None:
-                listing = await self._list_remote(model, remote)
-                on_disk = sorted(listing)
-            else:
-                if not config.base_path or "://" in config.base_path:
-                    raise ServingError(Status.PATH_INVALID, config.base_path or "base_path is not set")
-                on_disk = version_directories(base_path)
-            if not on_disk and not model.versions:
-                raise ServingError(Status.NO_MODEL_VERSION_AVAILABLE, config.base_path)
-        except ServingError as exc:
-            if not model.versions:
-                log.error("model %s not loaded: %s", model.name, exc)
-                return False
-            if remote is not None:  # storage unreachable: what is loaded keeps serving, a later poll retries
-                return False
-            on_disk = []  # the directory is gone: every version retires
-        changed = False
-        # A version that failed is not tried again, unless its objects in storage changed (an upload in steps).
-        failed = {v for v, e in model.versions.items() if e.load_failed and listing.get(v, e.source) == e.source}
-        remaining = [v for v in on_disk if v not in failed]
-        while True:
-            selected = set(policy.select(remaining))
-            to_load = [
-                v
-                for v in sorted(selected)
-                if v not in model.versions
-                or model.versions[v].state == VersionState.END
-                or model.versions[v].load_failed
-            ]
-            if not to_load:
-                break
-            for version in to_load:
-                model.versions[version] = ModelVersion(model.name, version, source=listing.get(version))
-            results = await asyncio.gather(*(self._load_version(model, v, base_path, remote) for v in to_load))
-            changed = True
-            newly_failed = [v for v, ok in zip(to_load, results, strict=True) if not ok]
-            if not newly_failed:
-                break
-            # The policy is applied again without the failed versions: `latest 1` falls back to the next one.
-            remaining = [v for v in remaining if v not in newly_failed]
-        for version, entry in model.versions.items():
-            if version not in selected and entry.state == VersionState.AVAILABLE:
-                _retire(entry)
-                changed = True
-        return changed
-
-    async def reload(
-        self,
-        configs: list[ModelConfig],
-        pipelines: Sequence[PipelineConfig] = (),
-        libraries: Sequence[LibraryConfig] = (),
-        graphs: Sequence[GraphEntry] = (),
-    ) -> bool:
-        """Apply a configuration again (spec §4.4): add new models, retire removed ones, reload a model whose
-        configuration changed (its old versions serve until the new ones are loaded), rescan every model's version
-        directories, then rebuild the pipelines. True when anything changed."""
-        wanted = {config.name: config for config in configs}
-        changed_models = set()
-        for name, model in list(self.models.items()):
-            if name not in wanted:
-                for entry in model.versions.values():
-                    if entry.state == VersionState.AVAILABLE:
-                        _retire(entry)
-                        changed_models.add(name)
-        updates = {}
-        for config in configs:
-            model = self.models.get(config.name)
-            if model is None or model.config != config:
-                updates[config.name] = self._replace_model(config, model)
-            else:
-                updates[config.name] = self._load_model(model)
-        results = await asyncio.gather(*updates.values())
-        changed_models.update(name for name, changed in zip(updates, results, strict=True) if changed)
-        changed_libraries = self._load_libraries(libraries)
-        changed = self._reload_pipelines(pipelines, changed_models, changed_libraries)
-        changed = bool(changed_models or changed_libraries) or changed
-        return await self._reload_graphs(graphs) or changed
-
-    async def _replace_model(self, config: ModelConfig, old: Model | None) -> bool:
-        """Load a new or changed model beside the old one, then switch and retire the old versions."""
-        fresh = Model(config.name, config)
-        await self._load_model(fresh)
-        if old is not None:
-            for entry in old.versions.values():
-                if entry.state == VersionState.AVAILABLE:
-                    _retire(entry)
-            # Versions the new configuration did not load stay visible as retired, as OVMS keeps them.
-            for version, entry in old.versions.items():
-                fresh.versions.setdefault(version, entry)
-        self.models[config.name] = fresh
-        return True
-
-    def _reload_pipelines(
-        self, configs: Sequence[PipelineConfig], changed_models: set[str], changed_libraries: set[str]
-    ) -> bool:
-        """After a change of models, libraries or pipeline definitions: rebuild the pipelines that are new, changed,
-        not available, or run a model or library that changed, and retire the ones no longer configured. The others
-        keep serving untouched (their custom nodes are not initialized again). A rebuilt pipeline replaces the old
-        one at once; the old one finishes the requests running on it, then deinitializes its custom nodes. True when
-        a pipeline changed."""
-        if not changed_models and not changed_libraries and list(configs) == self._pipeline_configs:
-            return False
-        self._pipeline_configs = list(configs)
-        wanted = {config.name: config for config in configs}
-        previous = {name: model.versions[1] for name, model in self.pipelines.items()}
-        changed = False
-        for name, entry in previous.items():
-            if name not in wanted and entry.state != VersionState.END:
-                _close_pipeline(entry)
-                _retire(entry)
-                changed = True
-        models, self.pipelines = self.pipelines, {n: m for n, m in self.pipelines.items() if n not in wanted}
-        for config in configs:
-            if config.name in self.pipelines:  # defined twice: the first definition is served
-                self._load_pipeline(config)
-                continue
-            entry = previous.get(config.name)
-            pipeline = entry.servable if entry is not None else None
-            unaffected = (
-                isinstance(pipeline, Pipeline)
-                and pipeline.config == config
-                and not pipeline.models & changed_models
-                and not pipeline.libraries & changed_libraries
-            )
-            if entry is not None and entry.state == VersionState.AVAILABLE and unaffected:
-                self.pipelines[config.name] = models[config.name]
-                continue
-            self._load_pipeline(config)
-            if entry is not None:
-                _close_pipeline(entry)
-            state = self.pipelines[config.name].versions[1].state if config.name in self.pipelines else None
-            changed = changed or entry is None or entry.state != state or entry.state == VersionState.AVAILABLE
-        return changed
-
-    def _remote_directory(self, base_path: str) -> RemoteModelDirectory | None:
-        """The object storage directory of a `base_path` URL (one client and cache per URL); None for a local path."""
-        if not is_remote(base_path):
-            return None
-        remote = self._remote.get(base_path)
-        if remote is None:
-            remote = self._remote[base_path] = RemoteModelDirectory(base_path)
-        return remote
-
-    async def _list_remote(self, model: Model, remote: RemoteModelDirectory) -> dict[int, Listing]:
-        """The model's version directories in object storage; an error is logged when it first appears."""
-        try:
-            listing = await asyncio.to_thread(remote.listing)
-        except ServingError as exc:
-            if self._remote_errors.get(model.name) != exc.message:
-                self._remote_errors[model.name] = exc.message
-                log.error("model %s: cannot list %s: %s", model.name, remote.url, exc.message)
-            raise
-        if self._remote_errors.pop(model.name, None) is not None:
-            log.info("model %s: %s can be listed again", model.name, remote.url)
-        return listing
-
-    async def _load_version(
-        self, model: Model, version: int, base_path: Path, remote: RemoteModelDirectory | None = None
-    ) -> bool:
-        entry = model.versions[version]
-        entry.set_state(VersionState.LOADING)
-        assert model.config is not None
-        try:
-            if remote is not None:
-                assert entry.source is not None
-                path = await asyncio.to_thread(remote.fetch, version, entry.source)
-            else:
-                path = base_path if base_path.is_file() else base_path / str(version)
-            servable = await asyncio.to_thread(
-                OpenVinoModel.load, self.core, model.config, version, path, self.pool_settings, self.cache_dir
-            )
-        except Exception as exc:
-            entry.failure = str(exc)
-            entry.set_state(VersionState.LOADING, "UNKNOWN")
-            log.error("Error occurred while loading model: %s; version: %d; error: %s", model.name, version, exc)
-            return False
-        entry.servable = servable
-        entry.set_state(VersionState.AVAILABLE)
-        cached = "; loaded from the model cache" if servable.loaded_from_cache else ""
-        log.info("Loaded model %s; version: %d; nireq: %d%s", model.name, version, servable.nireq, cached)
-        return True
-
-    def unload(self) -> list[OpenVinoModel]:
-        """Retire every version (UNLOADING -> END) and release the compiled models and graphs; the model versions
-        retired (whose inferences still running the caller may wait for before the process exits)."""
-        for model in list(self.graphs.values()):
-            if model.versions[1].state == VersionState.AVAILABLE:
-                self._retire_graph(model)
-        retired = []
-        for model in self.servables():
-            for entry in model.versions.values():
-                if entry.state == VersionState.AVAILABLE:
-                    if isinstance(entry.servable, OpenVinoModel):
-                        retired.append(entry.servable)
-                    _close_pipeline(entry)
-                    _retire(entry)
-        return retired
 
     def get_model(self, name: str) -> Model:
         """The model, else the pipeline, else the graph of that name."""
@@ -527,33 +153,6 @@ class Repository:
             waited += LOAD_POLL_S
         check_available(entry)
         return entry
-
-
-def _read_text(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
-def _unchanged(library: Library, config: LibraryConfig) -> bool:
-    """Whether a loaded library is still what `config` names: the same path, and the same file behind it."""
-    if library.base_path != config.base_path:
-        return False
-    return library.signature is None or library.signature == file_signature(config.base_path)
-
-
-def _close_pipeline(entry: ModelVersion) -> None:
-    """Retire a pipeline's custom nodes (after the requests running on it), if it is a pipeline that was built."""
-    if isinstance(entry.servable, Pipeline):
-        entry.servable.close()
-
-
-def _retire(entry: ModelVersion) -> None:
-    """UNLOADING -> END. Requests already running on it hold the servable and finish; new ones are refused."""
-    entry.set_state(VersionState.UNLOADING)
-    entry.servable = None
-    entry.set_state(VersionState.END)
 
 
 _DEFINITION_STATUSES = {

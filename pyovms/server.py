@@ -7,6 +7,7 @@ true when the initial load finishes, whatever the outcome of each model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import logging
 import os
@@ -14,17 +15,19 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from .cli import Settings
 from .config import GRAPH_FILE, GraphEntry, load_config
 from .config_watcher import Configs, ConfigWatcher, sections_of, with_subconfig_models
 from .core import Server
 from .errors import ServingError, Status
 from .grpc.service import start_grpc_server
 from .metrics import Metrics, parse_metrics_list
+from .model_manager import ModelManager
 from .repository import Repository
-from .rest.server import RestApi, start_rest_server
+from .rest.server import RestApi, RestServer, start_rest_server
 from .scheduling import PoolSettings
+from .settings import Settings
 from .workers import is_worker, supervise
 
 log = logging.getLogger("pyovms.server")
@@ -97,87 +100,126 @@ def _warn_not_served(settings: Settings) -> None:
         log.debug("flag %s accepted; it has no effect yet", name)
 
 
+class StartupError(Exception):
+    """The server cannot start: a configuration it refuses, or a port it cannot bind (the message says which)."""
+
+
+class ServerRuntime:
+    """One server with its front ends: the repository and the model manager filling it, the core `Server`, the
+    configuration watcher, and the gRPC and REST servers the settings ask for. The `pyovms` command runs one until a
+    signal (`serve`); `pyovms.serve` runs one on a thread of its own (`in_process.py`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: Server | None = None
+        self.manager: ModelManager | None = None
+        self.watcher: ConfigWatcher | None = None
+        self._grpc_server: Any = None
+        self._rest_server: RestServer | None = None
+        self._loader: asyncio.Task[None] | None = None
+        self._loaded = asyncio.Event()
+
+    async def start(self) -> None:
+        """Check the configuration, start the front ends (live, not ready yet) and begin loading; StartupError when
+        the server cannot start. `loaded` tells when the initial load has finished."""
+        settings = self.settings
+        try:
+            configs, monitoring = _configs(settings)
+        except ServingError as exc:
+            raise StartupError(f"Couldn't start model manager: {exc.message}") from exc
+        _warn_not_served(settings)
+        repository = Repository(PoolSettings(settings.inline_threshold_us * 1e-6, settings.max_queued_requests))
+        self.manager = ModelManager(repository, cache_dir=_cache_dir(settings))
+        server = self.server = Server(repository, settings.max_image_decoded_bytes)
+        try:
+            server.metrics = _metrics(settings, monitoring, repository)
+        except ServingError as exc:
+            raise StartupError(f"Couldn't start model manager: {exc.message}") from exc
+        watcher = self.watcher = ConfigWatcher(self.manager, configs, settings.config_path)
+        server.reloader = lambda: watcher.reload(strict=True)
+        if settings.port:
+            try:
+                self._grpc_server = await start_grpc_server(
+                    server,
+                    settings.port,
+                    settings.grpc_bind_address,
+                    settings.grpc_max_message_size,
+                    settings.grpc_channel_arguments,
+                    share_port=settings.grpc_workers > 1,
+                    tls=settings.tls,
+                )
+            except OSError as exc:
+                raise StartupError(f"Failed to start gRPC server: {exc}") from exc
+            _log_started("gRPC", settings.port, settings.grpc_bind_address, settings)
+        if settings.rest_port:
+            api = RestApi(server, settings.cors, settings.rest_max_body_size)
+            try:
+                self._rest_server = await start_rest_server(
+                    api, settings.rest_port, settings.rest_bind_address, share_port=settings.grpc_workers > 1,
+                    tls=settings.tls,
+                )  # fmt: skip
+            except OSError as exc:
+                await self._stop_front_ends(0)
+                raise StartupError(f"Failed to start REST server: {exc}") from exc
+            _log_started("REST", settings.rest_port, settings.rest_bind_address, settings)
+        self._loader = asyncio.create_task(self._initial_load(configs))
+
+    async def _initial_load(self, configs: Configs) -> None:
+        assert self.manager is not None and self.server is not None and self.watcher is not None
+        try:
+            await self.manager.load(*configs)
+            self.server.set_ready(True)
+            log.info("Server ready: initial load of %d model(s) finished", len(configs[0]))
+        finally:
+            self._loaded.set()
+        if self.settings.file_system_poll_wait_seconds > 0:
+            await self.watcher.watch(self.settings.file_system_poll_wait_seconds)
+
+    async def loaded(self) -> None:
+        """Wait until the initial load has finished (ServerReady turns true then, whatever each model's outcome)."""
+        await self._loaded.wait()
+
+    async def stop(self, grace_s: float) -> None:
+        """Turn not ready, let requests in flight finish for `grace_s` seconds, close the front ends, retire every
+        servable and wait for inferences still running in OpenVINO."""
+        if self.server is not None:
+            self.server.set_ready(False)
+        if self._loader is not None:
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loader
+        await self._stop_front_ends(grace_s)
+        if self.manager is not None:
+            retired = self.manager.unload()
+            # Requests cut off by the grace period may leave inferences running in OpenVINO: let them end first.
+            await asyncio.to_thread(lambda: [model.pool.wait_finished() for model in retired])
+
+    async def _stop_front_ends(self, grace_s: float) -> None:
+        stopping = []
+        if self._grpc_server is not None:
+            stopping.append(self._grpc_server.stop(grace_s))
+        if self._rest_server is not None:
+            stopping.append(self._rest_server.stop(grace_s))
+        await asyncio.gather(*stopping)
+        self._grpc_server = self._rest_server = None
+
+
 async def serve(settings: Settings) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit status."""
+    runtime = ServerRuntime(settings)
     try:
-        configs, monitoring = _configs(settings)
-    except ServingError as exc:
-        log.error("Couldn't start model manager: %s", exc.message)
+        await runtime.start()
+    except StartupError as exc:
+        log.error("%s", exc)
         return 1
-    _warn_not_served(settings)
-    repository = Repository(
-        pool_settings=PoolSettings(settings.inline_threshold_us * 1e-6, settings.max_queued_requests),
-        cache_dir=_cache_dir(settings),
-    )
-    server = Server(repository, settings.max_image_decoded_bytes)
-    try:
-        server.metrics = _metrics(settings, monitoring, repository)
-    except ServingError as exc:
-        log.error("Couldn't start model manager: %s", exc.message)
-        return 1
-    watcher = ConfigWatcher(repository, configs, settings.config_path)
-    server.reloader = lambda: watcher.reload(strict=True)
-    grpc_server = None
-    if settings.port:
-        try:
-            grpc_server = await start_grpc_server(
-                server,
-                settings.port,
-                settings.grpc_bind_address,
-                settings.grpc_max_message_size,
-                settings.grpc_channel_arguments,
-                share_port=settings.grpc_workers > 1,
-                tls=settings.tls,
-            )
-        except OSError as exc:
-            log.error("Failed to start gRPC server: %s", exc)
-            return 1
-        _log_started("gRPC", settings.port, settings.grpc_bind_address, settings)
-    rest_server = None
-    if settings.rest_port:
-        api = RestApi(server, settings.cors, settings.rest_max_body_size)
-        try:
-            rest_server = await start_rest_server(
-                api,
-                settings.rest_port,
-                settings.rest_bind_address,
-                share_port=settings.grpc_workers > 1,
-                tls=settings.tls,
-            )
-        except OSError as exc:
-            log.error("Failed to start REST server: %s", exc)
-            if grpc_server is not None:
-                await grpc_server.stop(0)
-            return 1
-        _log_started("REST", settings.rest_port, settings.rest_bind_address, settings)
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     log.info("Event loop: %s", type(loop).__module__.split(".")[0])
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-
-    async def initial_load() -> None:
-        await repository.load(*configs)
-        server.set_ready(True)
-        log.info("Server ready: initial load of %d model(s) finished", len(configs[0]))
-        if settings.file_system_poll_wait_seconds > 0:
-            await watcher.watch(settings.file_system_poll_wait_seconds)
-
-    loader = asyncio.create_task(initial_load())
     await stop.wait()
-    server.set_ready(False)
     log.info("Shutting down: not ready; requests in flight have %.1f s to finish", settings.shutdown_grace_s)
-    loader.cancel()
-    stopping = []
-    if grpc_server is not None:
-        stopping.append(grpc_server.stop(settings.shutdown_grace_s))
-    if rest_server is not None:
-        stopping.append(rest_server.stop(settings.shutdown_grace_s))
-    await asyncio.gather(*stopping)
-    retired = repository.unload()
-    # Requests cut off by the grace period may leave inferences running in OpenVINO: let them end before the exit.
-    await asyncio.to_thread(lambda: [model.pool.wait_finished() for model in retired])
+    await runtime.stop(settings.shutdown_grace_s)
     return 0
 
 

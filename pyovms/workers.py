@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Collection
 
-from .cli import Settings
+from .settings import Settings
 
 log = logging.getLogger("pyovms.workers")
 

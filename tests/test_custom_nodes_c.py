@@ -455,24 +455,24 @@ def test_inputs_reach_the_library_without_a_copy(tmp_path, libraries):
     import asyncio
 
     from pyovms.custom_node import LibraryConfig
+    from pyovms.model_manager import ModelManager
     from pyovms.pipeline import PipelineConfig
-    from pyovms.repository import Repository
 
     pipeline = _pipeline("p", ["in"], [
         _c("f", "faulty", {"in": ("request", "in")}, {"address": "address", "out": "out"}),
     ], {"address": ("f", "address"), "out": ("f", "out")})  # fmt: skip
 
     async def run() -> None:
-        repository = Repository()
-        await repository.load(
+        manager = ModelManager()
+        await manager.load(
             [], [PipelineConfig.from_json(pipeline)], [LibraryConfig("faulty", str(libraries["faulty"]))]
         )
-        servable = repository.pipelines["p"].versions[1].servable
+        servable = manager.repository.pipelines["p"].versions[1].servable
         for values in (X, np.random.default_rng(0).random((1, 150528), dtype=np.float32)):
             outputs = {o.name: o.as_numpy() for o in await servable.infer({"in": values})}
             assert int(outputs["address"][0, 0]) == values.ctypes.data
             np.testing.assert_array_equal(outputs["out"], values)
-        repository.unload()
+        manager.unload()
 
     asyncio.run(run())
 
@@ -507,7 +507,8 @@ def test_a_fast_c_node_goes_inline_and_a_node_without_threshold_stays_on_the_poo
     once the last of its output buffers is released."""
     import asyncio
 
-    from pyovms.custom_node import LibraryConfig, load_library
+    from pyovms.custom_node import LibraryConfig
+    from pyovms.custom_node_loader import load_library
 
     async def run() -> None:
         fast = load_library(LibraryConfig("add_sub", str(libraries["add_sub"]))).instantiate("n", {"add": "1"}, 1.0)

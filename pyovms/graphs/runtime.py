@@ -24,13 +24,19 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import ServingError, Status
 from .graph_config import IMMEDIATE_INPUT_STREAM_HANDLER, SYNC_SET_INPUT_STREAM_HANDLER, NodeConfig, StreamRef
 
-if TYPE_CHECKING:
-    from .calculators import Calculator
+
+class Calculator(Protocol):
+    """What a run asks of a node's behaviour (`calculators.Calculator` implements it)."""
+
+    async def process(self, node: NodeRun, timestamp: int, inputs: Inputs) -> None: ...
+
+    async def close(self, node: NodeRun) -> None: ...
+
 
 log = logging.getLogger("pyovms.graphs")
 

@@ -16,9 +16,9 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from ..cli import TlsSettings
 from ..core import Server
 from ..errors import ServingError, Status
+from ..settings import TlsSettings
 from . import converters
 from .generated import grpc_predict_v2_pb2 as pb
 from .health import add_health_and_reflection

@@ -18,10 +18,10 @@ import orjson
 from aiohttp import web
 
 from .. import tensors
-from ..cli import CorsSettings, TlsSettings
 from ..core import Server
 from ..errors import ServingError, Status
 from ..inference import ModelMetadata, TensorSpec, VersionStatistics
+from ..settings import CorsSettings, TlsSettings
 from ..statistics import Duration
 from . import routes
 from .infer_codec import encode_infer_response, parse_infer_request

@@ -1,0 +1,78 @@
+"""What configures one server: the plain dataclasses the `pyovms` command fills from OVMS's flags (`cli.py`) and
+that the Python API (`pyovms.serve`) fills from its arguments. Nothing here parses or validates a command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ModelConfig
+from .scheduling import DEFAULT_MAX_QUEUED
+
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 30
+"""Largest gRPC message and REST body, in bytes (1 GiB, as in OVMS)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    """`--allowed_origins`, `--allowed_methods`, `--allowed_headers` (comma-separated or `*`), `--allow_credentials`."""
+
+    origins: str = "*"
+    methods: str = "*"
+    headers: str = "*"
+    credentials: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """`--tls_cert`, `--tls_key` (PEM files) and `--tls_client_ca` (PEM; requires client certificates: mutual TLS)."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything the command line configures."""
+
+    port: int = 0
+    """gRPC port; 0 = no gRPC server."""
+    grpc_bind_address: list[str] = field(default_factory=lambda: ["0.0.0.0"])
+    rest_port: int = 0
+    rest_bind_address: list[str] = field(default_factory=lambda: ["0.0.0.0"])
+    grpc_workers: int = 1
+    grpc_max_threads: int | None = None
+    grpc_memory_quota: int | None = None
+    grpc_channel_arguments: list[tuple[str, Any]] = field(default_factory=list)
+    """`--grpc_channel_arguments` parsed into gRPC server options."""
+    grpc_max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    """Largest gRPC message received or sent, in bytes (1 GiB as in OVMS)."""
+    rest_workers: int | None = None
+    rest_max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    """Largest REST request body, in bytes (1 GiB as in OVMS)."""
+    max_image_decoded_bytes: int = DEFAULT_MAX_MESSAGE_SIZE
+    """Largest width x height x channels a binary image's header may declare before it is decoded."""
+    cors: CorsSettings = field(default_factory=lambda: CorsSettings())
+    tls: TlsSettings | None = None
+    """TLS for both gRPC and REST; None: plain connections."""
+    file_system_poll_wait_seconds: int = 1
+    log_level: str = "INFO"
+    log_path: str | None = None
+    cache_dir: str | None = None
+    metrics_enable: bool = False
+    metrics_list: str = ""
+    config_path: str | None = None
+    model: ModelConfig | None = None
+    """The single model of single-model mode (`--model_name` with `--model_path`)."""
+    demo: bool = False
+    inline_threshold_us: int = 300
+    """Models whose inferences average less than this many microseconds run inline on the event loop; 0: never."""
+    max_queued_requests: int = DEFAULT_MAX_QUEUED
+    """Requests that may wait for an infer request of one model version before RESOURCE_EXHAUSTED; 0: no limit."""
+    shutdown_grace_s: float = 5.0
+    """On SIGTERM/SIGINT, how long requests in flight may take to finish before the servers close."""
+    event_loop: str = "auto"
+    """"uvloop", "asyncio", or "auto" (uvloop when it is installed)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Accepted flags that later features serve (CORS, cleaner intervals, config management ...)."""
