@@ -6,6 +6,8 @@
 - s2 heavy: `heavy` (FP32 [1,3,224,224], ~600 KB per request, a few ms per inference), raw, concurrency 1, 4, 16
 - s3 typed contents: s1 with `fp32_contents` instead of raw
 - s4 the limit: the same models in-process through OpenVINO's AsyncInferQueue, same concurrency and nireq
+- embedded: the same models through `pyovms.serve` in this process (`infer_async` from the benchmark's loop; the
+  server runs on its own thread), same concurrency
 - jpeg: a 224x224 JPEG (batch 1) as BYTES to the demo's image classifier (NHWC endpoint), over gRPC with the chosen
   client, next to OpenCV's decode-only rate of the same file on 1 and 2 threads
 - dag: the two-node pipeline `dummy_chain` (dummy into dummy) against the client calling dummy twice in a row
@@ -33,7 +35,7 @@ import openvino as ov
 from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
 from .h2load import h2load_rest, h2load_run
-from .loadgen import Result, decode_rate, grpc_chain_load, grpc_load, median_result, openvino_load
+from .loadgen import Result, decode_rate, drive, grpc_chain_load, grpc_load, median_result, openvino_load
 from .models import HEAVY_SHAPE, photo_jpeg, write_repository
 from .servers import default_peer_dir, ensure_venv, start_kserve, start_mlserver, start_pyovms
 
@@ -101,7 +103,8 @@ def _row(scenario: str, model: str, concurrency: int, result: Result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="+", choices=["s1", "s2", "s3", "s4", "s5", "rest", "jpeg", "dag"])
+    scenarios = ["s1", "s2", "s3", "s4", "s5", "rest", "jpeg", "dag", "embedded"]
+    parser.add_argument("scenarios", nargs="+", choices=scenarios)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nireq", type=int, default=0, help="nireq of both the server and s4 (0: OpenVINO's optimal)")
@@ -188,6 +191,18 @@ def main(argv: list[str] | None = None) -> int:
                     openvino_load(compiled, {0: array}, concurrency, nireq, args.seconds) for _ in range(args.repeat)
                 ]
                 print(_row("s4", model, concurrency, median_result(runs)), flush=True)
+    if "embedded" in args.scenarios:
+        import pyovms
+
+        with pyovms.serve(config) as server:  # the repository carries --nireq
+            for model, name, array in (("dummy", "b", _tiny_input()), ("heavy", "input", _heavy_input())):
+                for concurrency in CONCURRENCY[model]:
+                    runs = [
+                        asyncio.run(drive(lambda m=model, n=name, a=array: server.infer_async(m, {n: a}),
+                                          concurrency, args.seconds, 1.0))
+                        for _ in range(args.repeat)
+                    ]  # fmt: skip
+                    print(_row("embedded", model, concurrency, median_result(runs)), flush=True)
     _print_ratios(results)
     return 0
 

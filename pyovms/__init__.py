@@ -1,12 +1,35 @@
-"""pyovms: an OpenVINO model server speaking the KServe v2 API, a drop-in replacement for OVMS."""
+"""pyovms: an OpenVINO model server speaking the KServe v2 API, a drop-in replacement for OVMS.
 
-from importlib.metadata import PackageNotFoundError, version
+`pyovms.serve(...)` runs a server inside a Python program (docs/python_api.md); `pyovms.Tensor` is the buffer type
+of Python graph nodes. The rest of the API loads on first use, so `import pyovms` stays light.
+"""
 
+from typing import TYPE_CHECKING, Any
+
+from .errors import ServingError, Status
 from .tensor import Tensor
+from .version import __version__
 
-try:
-    __version__ = version("pyovms")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+if TYPE_CHECKING:
+    from .in_process import InProcessServer, serve
+    from .server import StartupError
+    from .settings import Settings
 
-__all__ = ["Tensor", "__version__"]
+_LAZY = {
+    "serve": "in_process",
+    "InProcessServer": "in_process",
+    "StartupError": "server",
+    "Settings": "settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pyovms' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f".{module}", __name__), name)
+
+
+__all__ = ["InProcessServer", "ServingError", "Settings", "StartupError", "Status", "Tensor", "__version__", "serve"]

@@ -294,7 +294,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     extra_names = (
         "api_key_file", "sequence_cleaner_poll_wait_minutes", "custom_node_resources_cleaner_interval_seconds",
         "cpu_extension", "mean", "scale", "color_format", "precision", "stateful", "list_models", "add_to_config",
-        "remove_from_config", "model_repository_path",
+        "remove_from_config",
     )  # fmt: skip
     return Settings(
         port=port,
@@ -320,6 +320,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         metrics_enable=bool(args.metrics_enable),
         metrics_list=args.metrics_list,
         config_path=config_path,
+        model_repository_path=args.model_repository_path,
         model=model,
         demo=args.demo,
         inline_threshold_us=args.inline_threshold_us,

@@ -4,6 +4,10 @@ config.json is re-read when its content changed; every model's version directori
 A file that does not parse or breaks the schema changes nothing (the last good configuration keeps serving and
 its version directories are still rescanned). `POST /v1/config/reload` runs the same step at once. One step runs
 at a time.
+
+Explicit loads and unloads (the repository extension, `repository_control.py`) are pins laid over config.json's
+sections: an unloaded name is left out, a loaded one is kept (with its override, or from the repository root when
+config.json does not name it). Pins hold until config.json's content changes; then config.json alone applies.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import GraphEntry, ModelConfig, ServingConfig, load_config, load_subconfig
@@ -59,8 +64,20 @@ def with_subconfig_models(models: list[ModelConfig], graphs: list[GraphEntry]) -
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """An explicit load or unload of one name, in force until config.json changes."""
+
+    loaded: bool
+    model: ModelConfig | None = None
+    """The model served under the name (a `config` override, or a directory of the repository root)."""
+    graph: GraphEntry | None = None
+    """The graph served under the name (a directory of the repository root holding a graph.pbtxt)."""
+
+
 class ConfigWatcher:
-    """Applies the configuration again, on a timer and on request."""
+    """Applies the configuration (config.json's sections and the pins over them) again, on a timer and on
+    request."""
 
     def __init__(self, manager: ModelManager, configs: Configs, config_path: str | None) -> None:
         self.manager = manager
@@ -69,6 +86,8 @@ class ConfigWatcher:
         self.config_path = config_path
         self._digest = self._read_digest()
         self._lock = asyncio.Lock()
+        self.pins: dict[str, Pin] = {}
+        """Explicit loads and unloads by name."""
 
     def _read_digest(self) -> str | None:
         if self.config_path is None:
@@ -95,11 +114,56 @@ class ConfigWatcher:
                 else:
                     if digest != self._digest:
                         log.info("Configuration file %s changed: applying it", self.config_path)
+                        if self.pins:
+                            log.info("Explicit loads and unloads of %s no longer apply", ", ".join(sorted(self.pins)))
+                            self.pins.clear()
                 self._digest = digest
-            changed = await self.manager.reload(*self.configs)
-            if changed:
-                log.info("Configuration applied: model versions or pipelines changed")
-            return changed
+            return await self._apply()
+
+    async def pin(self, name: str, pin: Pin) -> bool:
+        """Lay an explicit load or unload over the configuration and apply it (a load loads `name` again even when
+        nothing changed); True when anything changed."""
+        return await self.pin_all({name: pin})
+
+    async def pin_all(self, pins: Mapping[str, Pin]) -> bool:
+        async with self._lock:
+            self.pins.update(pins)
+            return await self._apply(force={name for name, pin in pins.items() if pin.loaded})
+
+    async def _apply(self, force: set[str] | frozenset[str] = frozenset()) -> bool:
+        changed = await self.manager.reload(*self.effective(), force=force)
+        if changed:
+            log.info("Configuration applied: model versions or pipelines changed")
+        return changed
+
+    def effective(self) -> Configs:
+        """config.json's sections with the pins laid over them."""
+        models, pipelines, libraries, graphs = self.configs
+        if not self.pins:
+            return self.configs
+        replaced = {name for name, pin in self.pins.items() if not pin.loaded or pin.model or pin.graph}
+        extra_graphs = [pin.graph for pin in self.pins.values() if pin.loaded and pin.graph is not None]
+        models = [model for model in models if model.name not in replaced]
+        models += [pin.model for pin in self.pins.values() if pin.loaded and pin.model is not None]
+        return (
+            with_subconfig_models(models, extra_graphs),
+            [pipeline for pipeline in pipelines if pipeline.name not in replaced],
+            libraries,
+            [graph for graph in graphs if graph.name not in replaced] + extra_graphs,
+        )
+
+    def configured_kind(self, name: str) -> str | None:
+        """ "model", "pipeline" or "graph" when config.json or a pin names `name` (unloaded or not), else None."""
+        pin = self.pins.get(name)
+        if pin is not None and pin.model is not None:
+            return "model"
+        if pin is not None and pin.graph is not None:
+            return "graph"
+        models, pipelines, _, graphs = self.configs
+        for kind, entries in (("model", models), ("pipeline", pipelines), ("graph", graphs)):
+            if any(entry.name == name for entry in entries):
+                return kind
+        return None
 
     async def watch(self, period_s: float, on_error: Callable[[BaseException], None] | None = None) -> None:
         """Reload every `period_s` seconds until cancelled; a failing step is logged and the next one runs."""

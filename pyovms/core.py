@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ServingError, Status
 from .images import DEFAULT_MAX_DECODED_BYTES
@@ -17,6 +17,7 @@ from .inference import (
     InferRequest,
     InferResponse,
     ModelMetadata,
+    RepositoryEntry,
     ServerMetadata,
     VersionStatistics,
     VersionStatus,
@@ -24,6 +25,9 @@ from .inference import (
 from .metrics import Metrics
 from .repository import Repository, VersionState, check_available
 from .validation import check_requested_outputs, prepare_inputs, resolve_pending
+
+if TYPE_CHECKING:
+    from .repository_control import RepositoryControl
 from .version import __version__
 
 log = logging.getLogger("pyovms.core")
@@ -31,7 +35,7 @@ log = logging.getLogger("pyovms.core")
 T = TypeVar("T")
 
 SERVER_NAME = "pyovms"
-EXTENSIONS = ("model_configuration", "statistics")
+EXTENSIONS = ("model_configuration", "statistics", "model_repository", "model_repository(unload_dependents)")
 """Extensions beyond KServe v2 that every front end serves (Triton's names, which tools such as perf_analyzer
 look for in ServerMetadata)."""
 
@@ -49,6 +53,8 @@ class Server:
         """Applies the configuration again (set by the process wiring); see `reload`."""
         self.metrics: Metrics | None = None
         """Set when metrics are enabled; front ends report each request through `record`."""
+        self.control: RepositoryControl | None = None
+        """The repository extension's index, load and unload (set by the process wiring)."""
         self._live = True
         self._ready = False
 
@@ -154,6 +160,24 @@ class Server:
         if self.reloader is None:
             return False
         return await self.reloader()
+
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        """Every version of every model, pipeline and graph with its state (the repository extension's index)."""
+        return self._control().index(ready_only)
+
+    async def load_model(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+        """Load or reload one model, pipeline or graph (`parameters`: `config`, a model config override as JSON)."""
+        await self._control().load(name, parameters or {})
+
+    async def unload_model(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+        """Retire one model, pipeline or graph once its requests in flight finish (`unload_dependents`: also the
+        pipelines running it)."""
+        await self._control().unload(name, parameters or {})
+
+    def _control(self) -> RepositoryControl:
+        if self.control is None:
+            raise ServingError(Status.NOT_IMPLEMENTED, "the model repository extension is not set up")
+        return self.control
 
     def model_statuses(self) -> dict[str, list[VersionStatus]]:
         """Every model's versions with their states, by model name (the status JSON of `GET /v1/config`)."""

@@ -66,6 +66,9 @@ class Status(enum.Enum):
     SERVER_NOT_READY = "Server is not ready"
     CONFIG_RELOAD_FAILED = "Reloading config file failed. Check server logs for more info."
     INVALID_METRICS_LIST = "Invalid name in metrics_list"
+    # Repository extension (explicit loads and unloads)
+    REPOSITORY_REQUEST_INVALID = "Invalid model repository request"
+    REPOSITORY_LOAD_FAILED = "Model could not be loaded"
     # Pipelines
     PIPELINE_DEFINITION_NAME_MISSING = "Pipeline with requested name is not found"
     PIPELINE_DEFINITION_NOT_LOADED_YET = "Pipeline is not loaded yet"

@@ -146,3 +146,14 @@ class VersionStatus:
     version: str
     state: str
     error_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryEntry:
+    """One row of the repository index: a version of a model, pipeline or graph and its state (Triton's READY,
+    LOADING, UNLOADING or UNAVAILABLE, with the reason); name only for a directory nothing serves."""
+
+    name: str
+    version: str = ""
+    state: str = ""
+    reason: str = ""

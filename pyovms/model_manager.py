@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import openvino as ov
@@ -140,9 +140,10 @@ class ModelManager:
         entry.set_state(VersionState.AVAILABLE)
         log.info("Loaded pipeline %s", config.name)
 
-    async def _reload_graphs(self, entries: Sequence[GraphEntry]) -> bool:
-        """Load new graphs, rebuild those whose entry or graph.pbtxt changed, retire the ones no longer configured;
-        True when anything changed. A rebuilt graph keeps serving until its replacement has loaded."""
+    async def _reload_graphs(self, entries: Sequence[GraphEntry], force: Collection[str] = ()) -> bool:
+        """Load new graphs, rebuild those whose entry or graph.pbtxt changed (or that `force` names), retire the ones
+        no longer configured; True when anything changed. A rebuilt graph keeps serving until its replacement has
+        loaded."""
         changed = False
         wanted = {entry.name: entry for entry in entries}
         for name, model in list(self.repository.graphs.items()):
@@ -155,7 +156,7 @@ class ModelManager:
                 continue
             text = _read_text(entry.graph_path)
             current = self.repository.graphs.get(entry.name)
-            unchanged = self._graph_sources.get(entry.name) == (entry, text)
+            unchanged = self._graph_sources.get(entry.name) == (entry, text) and entry.name not in force
             if current is not None and unchanged and current.versions[1].state != VersionState.END:
                 continue
             changed = await self._load_graph(entry, text) or changed
@@ -213,12 +214,15 @@ class ModelManager:
                 raise ServingError(Status.NO_MODEL_VERSION_AVAILABLE, config.base_path)
         except ServingError as exc:
             if not model.versions:
-                log.error("model %s not loaded: %s", model.name, exc)
+                if model.failure != exc.message:  # once per distinct error, not at every poll
+                    log.error("model %s not loaded: %s", model.name, exc)
+                model.failure = exc.message
                 return False
             if remote is not None:  # storage unreachable: what is loaded keeps serving, a later poll retries
                 return False
             on_disk = []  # the directory is gone: every version retires
         changed = False
+        model.failure = ""
         # A version that failed is not tried again, unless its objects in storage changed (an upload in steps).
         failed = {v for v, e in model.versions.items() if e.load_failed and listing.get(v, e.source) == e.source}
         remaining = [v for v in on_disk if v not in failed]
@@ -254,10 +258,12 @@ class ModelManager:
         pipelines: Sequence[PipelineConfig] = (),
         libraries: Sequence[LibraryConfig] = (),
         graphs: Sequence[GraphEntry] = (),
+        force: Collection[str] = (),
     ) -> bool:
         """Apply a configuration again (spec §4.4): add new models, retire removed ones, reload a model whose
         configuration changed (its old versions serve until the new ones are loaded), rescan every model's version
-        directories, then rebuild the pipelines. True when anything changed."""
+        directories, then rebuild the pipelines. The models, pipelines and graphs named in `force` are loaded again
+        even when unchanged (an explicit load). True when anything changed."""
         wanted = {config.name: config for config in configs}
         changed_models = set()
         for name, model in list(self.repository.models.items()):
@@ -269,16 +275,16 @@ class ModelManager:
         updates = {}
         for config in configs:
             model = self.repository.models.get(config.name)
-            if model is None or model.config != config:
+            if model is None or model.config != config or config.name in force:
                 updates[config.name] = self._replace_model(config, model)
             else:
                 updates[config.name] = self._load_model(model)
         results = await asyncio.gather(*updates.values())
         changed_models.update(name for name, changed in zip(updates, results, strict=True) if changed)
         changed_libraries = self._load_libraries(libraries)
-        changed = self._reload_pipelines(pipelines, changed_models, changed_libraries)
+        changed = self._reload_pipelines(pipelines, changed_models, changed_libraries, force)
         changed = bool(changed_models or changed_libraries) or changed
-        return await self._reload_graphs(graphs) or changed
+        return await self._reload_graphs(graphs, force) or changed
 
     async def _replace_model(self, config: ModelConfig, old: Model | None) -> bool:
         """Load a new or changed model beside the old one, then switch and retire the old versions."""
@@ -295,14 +301,19 @@ class ModelManager:
         return True
 
     def _reload_pipelines(
-        self, configs: Sequence[PipelineConfig], changed_models: set[str], changed_libraries: set[str]
+        self,
+        configs: Sequence[PipelineConfig],
+        changed_models: set[str],
+        changed_libraries: set[str],
+        force: Collection[str] = (),
     ) -> bool:
         """After a change of models, libraries or pipeline definitions: rebuild the pipelines that are new, changed,
         not available, or run a model or library that changed, and retire the ones no longer configured. The others
         keep serving untouched (their custom nodes are not initialized again). A rebuilt pipeline replaces the old
         one at once; the old one finishes the requests running on it, then deinitializes its custom nodes. True when
         a pipeline changed."""
-        if not changed_models and not changed_libraries and list(configs) == self._pipeline_configs:
+        forced = {config.name for config in configs} & set(force)
+        if not changed_models and not changed_libraries and not forced and list(configs) == self._pipeline_configs:
             return False
         self._pipeline_configs = list(configs)
         wanted = {config.name: config for config in configs}
@@ -326,6 +337,7 @@ class ModelManager:
                 and pipeline.config == config
                 and not pipeline.models & changed_models
                 and not pipeline.libraries & changed_libraries
+                and config.name not in forced
             )
             if entry is not None and entry.state == VersionState.AVAILABLE and unaffected:
                 self.repository.pipelines[config.name] = models[config.name]

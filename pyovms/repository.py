@@ -80,6 +80,8 @@ class Model:
     """None for a pipeline or a graph."""
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     kind: str = "model"
+    failure: str = ""
+    """Why a model has no version at all (its directory or storage could not be listed), else empty."""
 
     def default_version(self) -> ModelVersion | None:
         """The highest AVAILABLE version."""

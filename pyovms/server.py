@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from .grpc.service import start_grpc_server
 from .metrics import Metrics, parse_metrics_list
 from .model_manager import ModelManager
 from .repository import Repository
+from .repository_control import RepositoryControl
 from .rest.server import RestApi, RestServer, start_rest_server
 from .scheduling import PoolSettings
 from .settings import Settings
@@ -137,6 +139,7 @@ class ServerRuntime:
             raise StartupError(f"Couldn't start model manager: {exc.message}") from exc
         watcher = self.watcher = ConfigWatcher(self.manager, configs, settings.config_path)
         server.reloader = lambda: watcher.reload(strict=True)
+        server.control = RepositoryControl(repository, watcher, _repository_root(settings))
         if settings.port:
             try:
                 self._grpc_server = await start_grpc_server(
@@ -193,6 +196,9 @@ class ServerRuntime:
             retired = self.manager.unload()
             # Requests cut off by the grace period may leave inferences running in OpenVINO: let them end first.
             await asyncio.to_thread(lambda: [model.pool.wait_finished() for model in retired])
+        ports = {port for port in (self.settings.port, self.settings.rest_port) if port}
+        await _clients_gone(ports, DRAIN_S)
+        self._grpc_server = self._rest_server = None
 
     async def _stop_front_ends(self, grace_s: float) -> None:
         stopping = []
@@ -201,7 +207,40 @@ class ServerRuntime:
         if self._rest_server is not None:
             stopping.append(self._rest_server.stop(grace_s))
         await asyncio.gather(*stopping)
-        self._grpc_server = self._rest_server = None
+
+
+DRAIN_S = 1.0
+"""How long a stopped server waits for its clients to close their connections (see `_clients_gone`)."""
+DRAIN_POLL_S = 0.01
+
+
+async def _clients_gone(ports: set[int], limit_s: float) -> None:
+    """Wait, at most `limit_s`, until no client connection to `ports` is open. The front ends have sent their last
+    answers and told clients to go (gRPC GOAWAY, REST connections closed), but a process that exits while a client's
+    last frames (an HTTP/2 window update or ping) are still unread resets the connection, and the client loses an
+    answer it was still receiving. Linux only (elsewhere there is nothing to read, and no wait)."""
+    deadline = time.monotonic() + limit_s
+    while ports and _established(ports):
+        if time.monotonic() >= deadline:
+            still_open = _established(ports)
+            log.info("%d client connection(s) still open %.1f s after the servers stopped", still_open, limit_s)
+            return
+        await asyncio.sleep(DRAIN_POLL_S)
+
+
+def _established(ports: set[int]) -> int:
+    """Established TCP connections whose local port is one of `ports` (this network namespace's tables)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rpartition(":")[2], 16) in ports:  # 01: ESTABLISHED
+                count += 1
+    return count
 
 
 async def serve(settings: Settings) -> int:
@@ -231,6 +270,16 @@ def run(settings: Settings, argv: list[str]) -> int:
         return supervise(settings, argv)
     with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
         return runner.run(serve(settings))
+
+
+def _repository_root(settings: Settings) -> Path | None:
+    """Where explicit loads look for a name that nothing configures: `--model_repository_path`, else config.json's
+    directory."""
+    if settings.model_repository_path:
+        return Path(settings.model_repository_path).resolve()
+    if settings.config_path:
+        return Path(settings.config_path).resolve().parent
+    return None
 
 
 DEFAULT_CACHE_DIR = "/opt/cache"

@@ -63,6 +63,9 @@ class Settings:
     metrics_enable: bool = False
     metrics_list: str = ""
     config_path: str | None = None
+    model_repository_path: str | None = None
+    """Where explicit loads (the repository extension) find models that nothing configures; default: config.json's
+    directory."""
     model: ModelConfig | None = None
     """The single model of single-model mode (`--model_name` with `--model_path`)."""
     demo: bool = False

@@ -17,7 +17,12 @@ VERSION_MISSING = "Model with requested version is not found"
 
 def test_server_metadata_lists_the_extensions(stub):  # perf_analyzer asks for statistics only when listed
     metadata = stub.ServerMetadata(service_pb2.ServerMetadataRequest(), timeout=10)
-    assert list(metadata.extensions) == ["model_configuration", "statistics"]
+    assert list(metadata.extensions) == [
+        "model_configuration",
+        "statistics",
+        "model_repository",
+        "model_repository(unload_dependents)",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,12 @@ def test_server_metadata(stub):
     metadata = stub.ServerMetadata(service_pb2.ServerMetadataRequest(), timeout=10)
     assert metadata.name == "pyovms"
     assert metadata.version == importlib.metadata.version("pyovms")
-    assert list(metadata.extensions) == ["model_configuration", "statistics"]
+    assert list(metadata.extensions) == [
+        "model_configuration",
+        "statistics",
+        "model_repository",
+        "model_repository(unload_dependents)",
+    ]
 
 
 def test_server_metadata_through_tritonclient(client):

@@ -90,7 +90,12 @@ def test_server_metadata(server):
     assert reply.status == 200 and reply.headers["content-type"].startswith("application/json")
     document = reply.json()
     assert document["name"] == "pyovms"
-    assert document["extensions"] == ["model_configuration", "statistics"]
+    assert document["extensions"] == [
+        "model_configuration",
+        "statistics",
+        "model_repository",
+        "model_repository(unload_dependents)",
+    ]
 
 
 @pytest.mark.parametrize("path", ["/v2/models/dummy", "/v2/models/dummy/", "/v2/models/dummy/versions/1"])

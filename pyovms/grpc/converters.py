@@ -17,6 +17,7 @@ from ..inference import (
     InferRequest,
     InferResponse,
     ModelMetadata,
+    RepositoryEntry,
     ServerMetadata,
     TensorSpec,
     VersionStatistics,
@@ -25,7 +26,8 @@ from ..statistics import Duration
 from .generated import grpc_predict_v2_pb2 as pb
 
 
-def parameters_from_pb(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+def parameters_from_pb(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """`InferParameter` or `ModelRepositoryParameter` values (both are a `parameter_choice` oneof) by key."""
     values = {}
     for key, parameter in parameters.items():
         choice = parameter.WhichOneof("parameter_choice")
@@ -169,4 +171,11 @@ def model_statistics_to_pb(entries: list[VersionStatistics]) -> pb.ModelStatisti
             if stats.execution_count
             else [],
         )
+    return response
+
+
+def repository_index_to_pb(entries: list[RepositoryEntry]) -> pb.RepositoryIndexResponse:
+    response = pb.RepositoryIndexResponse()
+    for entry in entries:
+        response.models.add(name=entry.name, version=entry.version, state=entry.state, reason=entry.reason)
     return response

@@ -145,6 +145,29 @@ class InferenceService:
 
         return await _answer(context, "ModelStatistics", call)
 
+    async def repository_index(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.RepositoryIndexRequest, data)
+            return converters.repository_index_to_pb(self.server.repository_index(request.ready))
+
+        return await _answer(context, "RepositoryIndex", call)
+
+    async def repository_model_load(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.RepositoryModelLoadRequest, data)
+            await self.server.load_model(request.model_name, converters.parameters_from_pb(request.parameters))
+            return pb.RepositoryModelLoadResponse()
+
+        return await _answer(context, "RepositoryModelLoad", call)
+
+    async def repository_model_unload(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.RepositoryModelUnloadRequest, data)
+            await self.server.unload_model(request.model_name, converters.parameters_from_pb(request.parameters))
+            return pb.RepositoryModelUnloadResponse()
+
+        return await _answer(context, "RepositoryModelUnload", call)
+
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Message]:
@@ -177,6 +200,9 @@ class InferenceService:
             "ModelInfer": self.model_infer,
             "ModelConfig": self.model_config,
             "ModelStatistics": self.model_statistics,
+            "RepositoryIndex": self.repository_index,
+            "RepositoryModelLoad": self.repository_model_load,
+            "RepositoryModelUnload": self.repository_model_unload,
         }
         methods: dict[str, grpc.RpcMethodHandler] = {
             name: grpc.unary_unary_rpc_method_handler(fn, response_serializer=_serialize) for name, fn in unary.items()

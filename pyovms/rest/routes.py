@@ -1,4 +1,5 @@
-"""The REST route table (OVMS's paths plus Triton's config and statistics routes) and how a path finds its route.
+"""The REST route table (OVMS's paths plus Triton's config, statistics and repository routes) and how a path finds
+its route.
 
 Patterns are matched against the whole raw path (before percent-decoding, so an encoded `/` stays inside a model
 name); captured names are percent-decoded afterwards. A path that matches a route with another method is 406
@@ -39,6 +40,9 @@ ROUTES: tuple[Route, ...] = (
     _route("model_config", "GET", _MODEL + r"/config"),
     _route("model_statistics", "GET", _MODEL + r"/stats"),
     _route("model_metadata", "GET", _MODEL + r"/?"),
+    _route("repository_index", "POST", r"/v2/repository/index"),
+    _route("repository_load", "POST", r"/v2/repository/models/(?P<name>[^/]+)/load"),
+    _route("repository_unload", "POST", r"/v2/repository/models/(?P<name>[^/]+)/unload"),
     _route("config_status", "GET", r"/v1/config"),
     _route("config_reload", "POST", r"/v1/config/reload"),
     _route("metrics", "GET", r"/metrics"),

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import orjson
@@ -98,6 +99,13 @@ def _statistics(entries: list[VersionStatistics]) -> dict[str, Any]:
             }
         )
     return {"model_stats": stats}
+
+
+def _repository_parameters(body: dict[str, Any]) -> dict[str, Any]:
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise ServingError(Status.REPOSITORY_REQUEST_INVALID, "parameters must be a JSON object")
+    return parameters
 
 
 class Cors:
@@ -207,6 +215,34 @@ class RestApi:
 
     async def all_statistics(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
         return _json(_statistics(await self.server.model_statistics()))
+
+    async def repository_index(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        ready = (await self._json_body(request)).get("ready", False)
+        if not isinstance(ready, bool):
+            raise ServingError(Status.REPOSITORY_REQUEST_INVALID, "ready must be a bool")
+        entries = self.server.repository_index(ready)
+        return _json([{k: v for k, v in asdict(entry).items() if v or k == "name"} for entry in entries])
+
+    async def repository_load(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        await self.server.load_model(found.name, _repository_parameters(await self._json_body(request)))
+        return web.Response(status=200)
+
+    async def repository_unload(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        await self.server.unload_model(found.name, _repository_parameters(await self._json_body(request)))
+        return web.Response(status=200)
+
+    async def _json_body(self, request: web.BaseRequest) -> dict[str, Any]:
+        """A small JSON object body (an empty body is `{}`)."""
+        body = await self._read_body(request)
+        if not body.strip():
+            return {}
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ServingError(Status.REST_BODY_IS_NOT_AN_OBJECT, str(exc)) from None
+        if not isinstance(document, dict):
+            raise ServingError(Status.REST_BODY_IS_NOT_AN_OBJECT)
+        return document
 
     async def config_reload(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
         changed = await self.server.reload()
