@@ -234,17 +234,23 @@ def test_every_request_gets_exactly_one_answer_across_reload_and_shutdown(tmp_pa
         channel.close()
         return sent
 
+    def answered() -> int:
+        with lock:
+            return len(outcomes)
+
     with ThreadPoolExecutor(4) as pool:
         senders = [pool.submit(client) for _ in range(4)]
-        time.sleep(1)
+        wait_for(lambda: answered() >= 50, timeout=120)
         models.build_add_constant(tmp_path / "m" / "2" / "model.xml", [1, 10], 2.0)
-        time.sleep(3)
+        wait_for(lambda: "Loaded model m; version: 2" in server.log(), timeout=120)  # the reload, under load
+        served_before = answered()
+        wait_for(lambda: answered() >= served_before + 100, timeout=120)  # and requests after it
         shutdown_at = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(2)
+        server.process.wait(60)  # the server has gone: every request from now on is refused
         stop_sending.set()
         sent = sum(f.result(timeout=60) for f in senders)
-    assert server.process.wait(30) == 0
+    assert server.process.returncode == 0
     server.stop()
     print(
         f"{sent} requests sent, {len(outcomes)} answered:",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 
 import grpc
 import numpy as np
@@ -414,7 +413,6 @@ def test_zero_strings(own_server, encoding):
     try:
         response = own_server.stub.ModelInfer(request, timeout=30)
     finally:
-        time.sleep(0.2)
         assert own_server.process.poll() is None, f"server died: exit code {own_server.process.returncode}"
     datatype, shape, raw = _raw_output(response, "out")
     assert (datatype, shape, raw) == ("BYTES", [0], b"")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import time
 from pathlib import Path
 
 import grpc
@@ -15,7 +14,7 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from . import models
-from .server_process import ServerProcess
+from .server_process import ServerProcess, wait_for
 
 NAME_MISSING = "Model with requested name is not found"
 VERSION_MISSING = "Model with requested version is not found"
@@ -506,7 +505,4 @@ def test_failed_requests_are_logged_at_debug_and_never_with_a_traceback(server, 
         stub.ModelInfer(request, timeout=10)
     assert "Traceback" not in info.value.details()
     expected = "[pyovms.grpc][DEBUG] ModelInfer: Invalid input shape - Expected: (1,10); Actual: (1,11); input name: b"
-    deadline = time.monotonic() + 5
-    while expected not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert expected in server.log()
+    wait_for(lambda: expected in server.log(), timeout=60)
