@@ -17,6 +17,7 @@ from typing import Any
 from .config import ModelConfig
 from .scheduling import DEFAULT_MAX_QUEUED
 from .settings import DEFAULT_MAX_MESSAGE_SIZE, CorsSettings, Settings, TlsSettings
+from .shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
 from .version import __version__
 
 EX_USAGE = 64
@@ -116,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--log_path", help="log file (default: stderr)")
     server.add_argument("--cache_dir", help="OpenVINO model cache directory")
     server.add_argument("--cpu_extension", help="shared library with custom CPU layers")
+    server.add_argument(
+        "--allow_client_shm",
+        **flag,
+        help="serve the system shared memory extension: local clients may register /dev/shm regions for tensors",
+    )
+    server.add_argument(
+        "--shm_max_regions", type=_uint, default=DEFAULT_MAX_REGIONS, help="shared memory regions clients may register"
+    )
+    server.add_argument(
+        "--shm_max_bytes", type=_uint, default=DEFAULT_MAX_BYTES, help="bytes of shared memory clients may register"
+    )
     server.add_argument("--metrics_enable", **flag, help="serve /metrics on the REST port")
     server.add_argument("--metrics_list", default="", help="comma-separated metric names")
     server.add_argument("--allowed_origins", default="*")
@@ -317,6 +329,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         log_path=args.log_path,
         cache_dir=args.cache_dir,
+        allow_client_shm=bool(args.allow_client_shm),
+        shm_max_regions=args.shm_max_regions,
+        shm_max_bytes=args.shm_max_bytes,
         metrics_enable=bool(args.metrics_enable),
         metrics_list=args.metrics_list,
         config_path=config_path,

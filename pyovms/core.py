@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import shared_memory
 from .errors import ServingError, Status
 from .images import DEFAULT_MAX_DECODED_BYTES
 from .inference import (
@@ -24,6 +25,7 @@ from .inference import (
 )
 from .metrics import Metrics
 from .repository import Repository, VersionState, check_available
+from .shared_memory import RegionStatus, SharedMemoryRegistry
 from .validation import check_requested_outputs, prepare_inputs, resolve_pending
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ class Server:
         """Set when metrics are enabled; front ends report each request through `record`."""
         self.control: RepositoryControl | None = None
         """The repository extension's index, load and unload (set by the process wiring)."""
+        self.shared_memory: SharedMemoryRegistry | None = None
+        """The system shared memory extension's regions; None while the extension is off."""
         self._live = True
         self._ready = False
 
@@ -69,7 +73,24 @@ class Server:
         self._ready = ready
 
     def metadata(self) -> ServerMetadata:
-        return ServerMetadata(SERVER_NAME, __version__, list(self.extensions))
+        extensions = [*self.extensions, *(["system_shared_memory"] if self.shared_memory is not None else [])]
+        return ServerMetadata(SERVER_NAME, __version__, extensions)
+
+    def shared_memory_status(self, name: str = "") -> list[RegionStatus]:
+        """The registered system shared memory regions (one, when named)."""
+        return self._shared_memory().status(name)
+
+    def register_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        self._shared_memory().register(name, key, offset, byte_size)
+
+    def unregister_shared_memory(self, name: str = "") -> None:
+        """Unregister one region, or every region when `name` is empty."""
+        self._shared_memory().unregister(name)
+
+    def _shared_memory(self) -> SharedMemoryRegistry:
+        if self.shared_memory is None:
+            raise ServingError(Status.SHM_NOT_ENABLED, "start the server with --allow_client_shm")
+        return self.shared_memory
 
     async def model_ready(self, name: str, version: str = "") -> bool:
         """Whether the named version (default: the highest available) is AVAILABLE."""
@@ -93,6 +114,19 @@ class Server:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate and run one inference on the model version the request names."""
+        if request.uses_shared_memory:
+            return await self._infer_with_shared_memory(request)
+        return await self._infer(request)
+
+    async def _infer_with_shared_memory(self, request: InferRequest) -> InferResponse:
+        """Inputs read from, and outputs written to, the shared memory regions the request names."""
+        held = shared_memory.attach(self.shared_memory, request)
+        try:
+            return shared_memory.write_outputs(held, await self._infer(request))
+        finally:
+            shared_memory.release(self.shared_memory, held)
+
+    async def _infer(self, request: InferRequest) -> InferResponse:
         entry = await self.repository.serving_version(request.model_name, request.model_version)
         servable = entry.servable
         assert servable is not None
@@ -197,6 +231,7 @@ class Server:
         `requests` may hold a `ServingError` for a message that did not parse. Yields responses, and `ServingError`s
         for requests answered in-stream; raises `ServingError` when the whole stream fails (the first request names
         no available graph, or the graph fails)."""
+        requests = self._shared_memory_snapshots(requests)
         first = await anext(aiter(requests), None)
         if first is None:
             return
@@ -219,3 +254,24 @@ class Server:
                 yield item
         finally:
             graph.statistics.in_flight -= 1
+
+    async def _shared_memory_snapshots(
+        self, requests: AsyncIterator[InferRequest | ServingError]
+    ) -> AsyncIterator[InferRequest | ServingError]:
+        """Stream requests with their shared memory inputs read into bytes (a graph run keeps its packets after the
+        request is answered, so the regions are not held); outputs in shared memory are refused in-stream."""
+        async for item in requests:
+            if isinstance(item, InferRequest) and item.uses_shared_memory:
+                try:
+                    if any(shared_memory.REGION in p for p in item.output_parameters.values()):
+                        raise ServingError(
+                            Status.SHM_REQUEST_INVALID, "outputs in shared memory are not served on streams"
+                        )
+                    held = shared_memory.attach(self.shared_memory, item)
+                    for tensor in item.inputs:
+                        if isinstance(tensor.raw, memoryview):
+                            tensor.raw = bytes(tensor.raw)
+                    shared_memory.release(self.shared_memory, held)
+                except ServingError as exc:
+                    item = exc
+            yield item

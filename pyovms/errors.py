@@ -66,6 +66,15 @@ class Status(enum.Enum):
     SERVER_NOT_READY = "Server is not ready"
     CONFIG_RELOAD_FAILED = "Reloading config file failed. Check server logs for more info."
     INVALID_METRICS_LIST = "Invalid name in metrics_list"
+    # System shared memory extension
+    SHM_NOT_ENABLED = "System shared memory is not enabled"
+    SHM_REQUEST_INVALID = "Invalid shared memory request"
+    SHM_REGION_KEY_MISSING = "Unable to open shared memory region"
+    SHM_REGION_EXISTS = "Shared memory region is already registered"
+    SHM_REGION_MISSING = "Unable to find shared memory region"
+    SHM_REGION_OUT_OF_BOUNDS = "Shared memory access out of bounds"
+    SHM_LIMIT_EXCEEDED = "Shared memory registration limit reached"
+    CUDA_SHM_NOT_SERVED = "CUDA shared memory is not served"
     # Repository extension (explicit loads and unloads)
     REPOSITORY_REQUEST_INVALID = "Invalid model repository request"
     REPOSITORY_LOAD_FAILED = "Model could not be loaded"

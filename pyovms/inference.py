@@ -54,6 +54,10 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     raw_input_count: int = 0
     """How many raw buffers came with the request (must be 0 or the number of inputs)."""
+    output_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Parameters of requested outputs that have some (shared memory targets), by output name."""
+    uses_shared_memory: bool = False
+    """Whether an input or a requested output names a shared memory region (set by the front ends)."""
 
 
 @dataclass(slots=True)
@@ -64,6 +68,8 @@ class InferOutput:
     datatype: str
     shape: tuple[int, ...]
     raw: bytes
+    parameters: dict[str, Any] | None = None
+    """Set for an output written to shared memory (then `raw` is empty): where it went."""
 
     @classmethod
     def from_array(cls, name: str, array: np.ndarray) -> InferOutput:

@@ -30,6 +30,7 @@ from .repository_control import RepositoryControl
 from .rest.server import RestApi, RestServer, start_rest_server
 from .scheduling import PoolSettings
 from .settings import Settings
+from .shared_memory import SharedMemoryRegistry
 from .workers import is_worker, supervise
 
 log = logging.getLogger("pyovms.server")
@@ -140,6 +141,9 @@ class ServerRuntime:
         watcher = self.watcher = ConfigWatcher(self.manager, configs, settings.config_path)
         server.reloader = lambda: watcher.reload(strict=True)
         server.control = RepositoryControl(repository, watcher, _repository_root(settings))
+        if settings.allow_client_shm:
+            server.shared_memory = SharedMemoryRegistry(settings.shm_max_regions, settings.shm_max_bytes)
+            log.info("System shared memory is enabled: clients may register regions of /dev/shm")
         if settings.port:
             try:
                 self._grpc_server = await start_grpc_server(
@@ -196,6 +200,8 @@ class ServerRuntime:
             retired = self.manager.unload()
             # Requests cut off by the grace period may leave inferences running in OpenVINO: let them end first.
             await asyncio.to_thread(lambda: [model.pool.wait_finished() for model in retired])
+        if self.server is not None and self.server.shared_memory is not None:
+            self.server.shared_memory.unregister()
         ports = {port for port in (self.settings.port, self.settings.rest_port) if port}
         await _clients_gone(ports, DRAIN_S)
         self._grpc_server = self._rest_server = None

@@ -8,6 +8,7 @@ from typing import Any
 
 from .config import ModelConfig
 from .scheduling import DEFAULT_MAX_QUEUED
+from .shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 30
 """Largest gRPC message and REST body, in bytes (1 GiB, as in OVMS)."""
@@ -60,6 +61,11 @@ class Settings:
     log_level: str = "INFO"
     log_path: str | None = None
     cache_dir: str | None = None
+    allow_client_shm: bool = False
+    """Serve the system shared memory extension (local processes may then register memory with the server)."""
+    shm_max_regions: int = DEFAULT_MAX_REGIONS
+    shm_max_bytes: int = DEFAULT_MAX_BYTES
+    """Limits on what clients may register with the system shared memory extension."""
     metrics_enable: bool = False
     metrics_list: str = ""
     config_path: str | None = None

@@ -41,6 +41,8 @@ def test_field_numbers_match_kserve():
     assert methods == [
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer", "ModelStreamInfer",
         "ModelConfig", "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
+        "SystemSharedMemoryStatus", "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
+        "CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",
     ]  # fmt: skip
 
 
@@ -56,10 +58,14 @@ def test_triton_extension_messages_match_tritonclient():
         "ModelStatisticsRequest", "ModelStatisticsResponse", "ModelStatistics", "InferStatistics",
         "InferBatchStatistics", "StatisticDuration", "RepositoryIndexRequest", "RepositoryIndexResponse",
         "ModelRepositoryParameter", "RepositoryModelLoadRequest", "RepositoryModelLoadResponse",
-        "RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse",
+        "RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse", "SystemSharedMemoryStatusRequest",
+        "SystemSharedMemoryStatusResponse", "SystemSharedMemoryRegisterRequest", "SystemSharedMemoryRegisterResponse",
+        "SystemSharedMemoryUnregisterRequest", "SystemSharedMemoryUnregisterResponse", "CudaSharedMemoryStatusRequest",
+        "CudaSharedMemoryStatusResponse", "CudaSharedMemoryRegisterRequest", "CudaSharedMemoryRegisterResponse",
+        "CudaSharedMemoryUnregisterRequest", "CudaSharedMemoryUnregisterResponse",
     ]  # fmt: skip
 
-    whole = {name for name in names if "Repository" in name}  # served in full; the others are subsets
+    whole = {name for name in names if "Repository" in name or "SharedMemory" in name}  # in full; others: subsets
 
     def same(mine, other) -> None:  # fields, nested messages (maps' entries included) and oneofs
         assert {f.name for f in mine.fields} <= {f.name for f in other.fields}, mine.full_name

@@ -22,6 +22,7 @@ from ..inference import (
     TensorSpec,
     VersionStatistics,
 )
+from ..shared_memory import REGION, RegionStatus
 from ..statistics import Duration
 from .generated import grpc_predict_v2_pb2 as pb
 
@@ -49,17 +50,27 @@ def infer_request_from_pb(message: pb.ModelInferRequest) -> InferRequest:
     raw = message.raw_input_contents
     raw_count = len(raw)
     inputs = []
-    for index, tensor in enumerate(message.inputs):
+    in_memory = False
+    next_raw = 0  # raw buffers belong, in order, to the inputs not in shared memory
+    for tensor in message.inputs:
+        parameters = parameters_from_pb(tensor.parameters) if tensor.parameters else {}
+        shared = REGION in parameters
+        in_memory = in_memory or shared
+        buffer = None
+        if not shared and next_raw < raw_count:
+            buffer = raw[next_raw]
+            next_raw += 1
         inputs.append(
             InferInput(
                 name=tensor.name,
                 datatype=tensor.datatype,
                 shape=tuple(tensor.shape),
                 contents=tensor.contents if tensor.HasField("contents") else None,
-                raw=raw[index] if index < raw_count else None,
-                parameters=parameters_from_pb(tensor.parameters) if tensor.parameters else {},
+                raw=buffer,
+                parameters=parameters,
             )
         )
+    output_parameters = {o.name: parameters_from_pb(o.parameters) for o in message.outputs if o.parameters}
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version,
@@ -68,6 +79,8 @@ def infer_request_from_pb(message: pb.ModelInferRequest) -> InferRequest:
         outputs=[output.name for output in message.outputs],
         parameters=parameters_from_pb(message.parameters) if message.parameters else {},
         raw_input_count=raw_count,
+        output_parameters=output_parameters,
+        uses_shared_memory=in_memory or any(REGION in p for p in output_parameters.values()),
     )
 
 
@@ -80,10 +93,13 @@ def infer_response_to_pb(response: InferResponse) -> pb.ModelInferResponse:
             pb.ModelInferResponse.InferOutputTensor(name=o.name, datatype=o.datatype, shape=o.shape)
             for o in response.outputs
         ],
-        raw_output_contents=[o.raw for o in response.outputs],
+        raw_output_contents=[o.raw for o in response.outputs],  # (empty for outputs in shared memory)
     )
     if response.parameters:
         parameters_to_pb(response.parameters, message.parameters)
+    for output, tensor in zip(response.outputs, message.outputs, strict=True):
+        if output.parameters:
+            parameters_to_pb(output.parameters, tensor.parameters)
     return message
 
 
@@ -178,4 +194,12 @@ def repository_index_to_pb(entries: list[RepositoryEntry]) -> pb.RepositoryIndex
     response = pb.RepositoryIndexResponse()
     for entry in entries:
         response.models.add(name=entry.name, version=entry.version, state=entry.state, reason=entry.reason)
+    return response
+
+
+def shared_memory_status_to_pb(regions: list[RegionStatus]) -> pb.SystemSharedMemoryStatusResponse:
+    response = pb.SystemSharedMemoryStatusResponse()
+    for region in regions:
+        entry = response.regions[region.name]
+        entry.name, entry.key, entry.offset, entry.byte_size = region.name, region.key, region.offset, region.byte_size
     return response

@@ -168,6 +168,35 @@ class InferenceService:
 
         return await _answer(context, "RepositoryModelUnload", call)
 
+    async def shared_memory_status(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.SystemSharedMemoryStatusRequest, data)
+            return converters.shared_memory_status_to_pb(self.server.shared_memory_status(request.name))
+
+        return await _answer(context, "SystemSharedMemoryStatus", call)
+
+    async def shared_memory_register(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.SystemSharedMemoryRegisterRequest, data)
+            self.server.register_shared_memory(request.name, request.key, request.offset, request.byte_size)
+            return pb.SystemSharedMemoryRegisterResponse()
+
+        return await _answer(context, "SystemSharedMemoryRegister", call)
+
+    async def shared_memory_unregister(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.SystemSharedMemoryUnregisterRequest, data)
+            self.server.unregister_shared_memory(request.name)
+            return pb.SystemSharedMemoryUnregisterResponse()
+
+        return await _answer(context, "SystemSharedMemoryUnregister", call)
+
+    async def cuda_shared_memory(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            raise ServingError(Status.CUDA_SHM_NOT_SERVED, "pyovms runs on the CPU: use system shared memory")
+
+        return await _answer(context, "CudaSharedMemory", call)
+
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Message]:
@@ -203,6 +232,12 @@ class InferenceService:
             "RepositoryIndex": self.repository_index,
             "RepositoryModelLoad": self.repository_model_load,
             "RepositoryModelUnload": self.repository_model_unload,
+            "SystemSharedMemoryStatus": self.shared_memory_status,
+            "SystemSharedMemoryRegister": self.shared_memory_register,
+            "SystemSharedMemoryUnregister": self.shared_memory_unregister,
+            "CudaSharedMemoryStatus": self.cuda_shared_memory,
+            "CudaSharedMemoryRegister": self.cuda_shared_memory,
+            "CudaSharedMemoryUnregister": self.cuda_shared_memory,
         }
         methods: dict[str, grpc.RpcMethodHandler] = {
             name: grpc.unary_unary_rpc_method_handler(fn, response_serializer=_serialize) for name, fn in unary.items()

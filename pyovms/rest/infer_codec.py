@@ -25,6 +25,7 @@ import orjson
 from .. import tensors
 from ..errors import ServingError, Status
 from ..inference import InferInput, InferOutput, InferRequest, InferResponse
+from ..shared_memory import REGION
 
 MAX_JSON_DEPTH = 100
 _INT32 = (-(1 << 31), (1 << 31) - 1)
@@ -45,6 +46,8 @@ class OutputChoice:
     """Requested outputs by name: True for binary form, False for JSON `data`."""
     binary_by_default: bool = False
     """`parameters.binary_data_output`: binary form for outputs without their own choice (all when none listed)."""
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Parameters of the requested outputs that have some besides `binary_data` (shared memory targets)."""
 
     def is_binary(self, name: str) -> bool:
         return self.binary.get(name, self.binary_by_default)
@@ -110,6 +113,10 @@ def parse_infer_request(
     # come for all inputs or none does not apply.
     choice = _outputs(document.get("outputs"), parameters)
     request.outputs = list(choice.binary)
+    request.output_parameters = choice.parameters
+    request.uses_shared_memory = any(REGION in t.parameters for t in request.inputs) or any(
+        REGION in p for p in choice.parameters.values()
+    )
     return request, choice
 
 
@@ -139,6 +146,9 @@ def _outputs(value: Any, parameters: dict[str, Any]) -> OutputChoice:
         if not isinstance(binary, bool):
             raise ServingError(Status.REST_COULD_NOT_PARSE_OUTPUT, f"binary_data of output {name} must be a boolean")
         choice.binary[name] = binary
+        others = {k: v for k, v in output_parameters.items() if k != "binary_data"}
+        if others:
+            choice.parameters[name] = others
     return choice
 
 
@@ -165,6 +175,12 @@ class _Inputs:
             raise ServingError(Status.REST_COULD_NOT_PARSE_INPUT, f"parameters must be an object; {where}")
         size = parameters.get("binary_data_size")
         has_data = "data" in item
+        if REGION in parameters:  # the data is in shared memory (read by the core)
+            if has_data or size is not None:
+                raise ServingError(
+                    Status.SHM_REQUEST_INVALID, f"data both in shared memory and in the request; {where}"
+                )
+            return InferInput(name, datatype, tuple(shape), parameters=parameters)
         if size is not None:
             if type(size) is not int or size < 0:
                 raise ServingError(Status.REST_BINARY_DATA_SIZE_PARAMETER_INVALID, where)
@@ -290,7 +306,9 @@ def encode_infer_response(response: InferResponse, choice: OutputChoice) -> tupl
     chunks: list[bytes] = []
     for output in response.outputs:
         entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
-        if choice.is_binary(output.name):
+        if output.parameters:  # written to shared memory: where, and no data
+            entry["parameters"] = output.parameters
+        elif choice.is_binary(output.name):
             entry["parameters"] = {"binary_data_size": len(output.raw)}
             chunks.append(output.raw)
         else:

@@ -1,5 +1,5 @@
-"""The REST route table (OVMS's paths plus Triton's config, statistics and repository routes) and how a path finds
-its route.
+"""The REST route table (OVMS's paths plus Triton's config, statistics, repository and shared memory routes) and how
+a path finds its route.
 
 Patterns are matched against the whole raw path (before percent-decoding, so an encoded `/` stays inside a model
 name); captured names are percent-decoded afterwards. A path that matches a route with another method is 406
@@ -43,6 +43,11 @@ ROUTES: tuple[Route, ...] = (
     _route("repository_index", "POST", r"/v2/repository/index"),
     _route("repository_load", "POST", r"/v2/repository/models/(?P<name>[^/]+)/load"),
     _route("repository_unload", "POST", r"/v2/repository/models/(?P<name>[^/]+)/unload"),
+    _route("shared_memory_status", "GET", r"/v2/systemsharedmemory(?:/region/(?P<name>[^/]+))?/status"),
+    _route("shared_memory_register", "POST", r"/v2/systemsharedmemory/region/(?P<name>[^/]+)/register"),
+    _route("shared_memory_unregister", "POST", r"/v2/systemsharedmemory(?:/region/(?P<name>[^/]+))?/unregister"),
+    _route("cuda_shared_memory", "GET", r"/v2/cudasharedmemory(?:/region/[^/]+)?/status"),
+    _route("cuda_shared_memory", "POST", r"/v2/cudasharedmemory(?:/region/[^/]+)?/(?:register|unregister)"),
     _route("config_status", "GET", r"/v1/config"),
     _route("config_reload", "POST", r"/v1/config/reload"),
     _route("metrics", "GET", r"/metrics"),

@@ -231,6 +231,26 @@ class RestApi:
         await self.server.unload_model(found.name, _repository_parameters(await self._json_body(request)))
         return web.Response(status=200)
 
+    async def shared_memory_status(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        return _json([asdict(region) for region in self.server.shared_memory_status(found.name)])
+
+    async def shared_memory_register(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        body = await self._json_body(request)
+        key, offset, byte_size = body.get("key"), body.get("offset", 0), body.get("byte_size")
+        if not isinstance(key, str) or type(offset) is not int or type(byte_size) is not int:
+            raise ServingError(
+                Status.SHM_REQUEST_INVALID, "the body needs key (a string), byte_size and offset (integers)"
+            )
+        self.server.register_shared_memory(found.name, key, offset, byte_size)
+        return web.Response(status=200)
+
+    async def shared_memory_unregister(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        self.server.unregister_shared_memory(found.name)
+        return web.Response(status=200)
+
+    async def cuda_shared_memory(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        raise ServingError(Status.CUDA_SHM_NOT_SERVED, "pyovms runs on the CPU: use system shared memory")
+
     async def _json_body(self, request: web.BaseRequest) -> dict[str, Any]:
         """A small JSON object body (an empty body is `{}`)."""
         body = await self._read_body(request)
