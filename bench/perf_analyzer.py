@@ -1,6 +1,6 @@
 """Drive pyovms with Triton's perf_analyzer, the ecosystem's standard benchmark, over gRPC; prints a markdown table.
 
-  python -m bench.perf_analyzer [--model dummy|heavy] [--concurrency 1 8 64] [--seconds 5]
+  python -m bench.perf_analyzer [--model dummy|heavy] [--concurrency 1 8 64] [--seconds 5] [--shared-memory system]
 
 perf_analyzer reads the model through ModelMetadata and ModelConfig and, because pyovms lists the `statistics`
 extension, reports the server-side split (queue, compute input/infer/output) from ModelStatistics.
@@ -24,6 +24,8 @@ from pathlib import Path
 from .models import write_repository
 from .servers import start_pyovms
 
+OUTPUT_SHARED_MEMORY_BYTES = 1 << 16
+"""The region perf_analyzer gives each output (both benchmark models' outputs fit)."""
 COLUMNS = {
     "req/s": "Inferences/Second",
     "p50 ms": "p50 latency",
@@ -45,13 +47,17 @@ def _environment() -> dict[str, str]:
     return dict(os.environ, LD_LIBRARY_PATH=f"{library}:{previous}" if previous else str(library))
 
 
-def run(address: str, model: str, concurrency: int, seconds: float, workdir: Path) -> dict[str, str]:
-    """One perf_analyzer measurement at `concurrency`; its CSV row."""
+def run(
+    address: str, model: str, concurrency: int, seconds: float, workdir: Path, shared_memory: str = "none"
+) -> dict[str, str]:
+    """One perf_analyzer measurement at `concurrency` (tensors in system shared memory with `shared_memory`
+    "system"); its CSV row."""
     binary = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
     report = workdir / f"{model}-{concurrency}.csv"
     command = [
         binary, "-m", model, "-u", address, "-i", "grpc", "--concurrency-range", f"{concurrency}:{concurrency}",
-        "--measurement-interval", str(int(seconds * 1000)), "-f", str(report),
+        "--measurement-interval", str(int(seconds * 1000)), "-f", str(report), "--shared-memory", shared_memory,
+        "--output-shared-memory-size", str(OUTPUT_SHARED_MEMORY_BYTES),
     ]  # fmt: skip
     subprocess.run(command, check=True, env=_environment(), stdout=subprocess.DEVNULL)
     with report.open() as file:
@@ -64,15 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--seconds", type=float, default=5.0, help="perf_analyzer's measurement interval")
     parser.add_argument("--server-args", default="", help="extra pyovms flags")
+    parser.add_argument(
+        "--shared-memory", choices=["none", "system"], default="none",
+        help="system: perf_analyzer's inputs and outputs in system shared memory (the server gets --allow_client_shm)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="pyovms-pa-"))
-    server = start_pyovms(write_repository(root), [args.model], args.server_args.split())
+    server_args = args.server_args.split() + (["--allow_client_shm"] if args.shared_memory == "system" else [])
+    server = start_pyovms(write_repository(root), [args.model], server_args)
     try:
         print("| model | concurrency | " + " | ".join(COLUMNS) + " |")
         print("|---" * (len(COLUMNS) + 2) + "|")
         for concurrency in args.concurrency:
-            row = run(server.address, args.model, concurrency, args.seconds, root)
+            row = run(server.address, args.model, concurrency, args.seconds, root, args.shared_memory)
             values = [row[COLUMNS["req/s"]]] + [f"{int(row[c]) / 1000:.3f}" for c in list(COLUMNS.values())[1:]]
             print(f"| {args.model} | {concurrency} | " + " | ".join(values) + " |", flush=True)
     finally:

@@ -1,7 +1,7 @@
 """Scenario `shm`: the heavy model (FP32 [1,3,224,224], ~600 KB per request) with its tensors in system shared memory,
 next to the same requests inline over gRPC and the in-process limit (OpenVINO's AsyncInferQueue, as s4).
 
-  python -m bench.shm [--seconds 5] [--repeat 3] [--concurrency 1 4 16]
+  python -m bench.shm [--seconds 5] [--repeat 3] [--concurrency 1 4 16] [--model heavy|dummy] [--server-args ...]
 
 Each client worker has its own output region; all share one input region (the server only reads it). Besides
 requests per second and latency, each pyovms row gives the server's CPU time per request (user + system time of the
@@ -29,7 +29,8 @@ from .loadgen import MODEL_INFER, Result, median_result, openvino_load
 from .models import HEAVY_SHAPE, write_repository
 from .servers import start_pyovms
 
-OUTPUT_BYTES = 1000 * 4
+SHAPES = {"heavy": (HEAVY_SHAPE, "input", "output", 1000 * 4), "dummy": ((1, 10), "b", "a", 10 * 4)}
+"""Per model: input shape, input name, output name, output bytes."""
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -39,21 +40,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def inline_body(array: np.ndarray) -> bytes:
-    message = pb.ModelInferRequest(model_name="heavy")
-    message.inputs.add(name="input", datatype="FP32", shape=list(array.shape))
+def inline_body(model: str, array: np.ndarray) -> bytes:
+    _, input_name, _, _ = SHAPES[model]
+    message = pb.ModelInferRequest(model_name=model)
+    message.inputs.add(name=input_name, datatype="FP32", shape=list(array.shape))
     message.raw_input_contents.append(array.tobytes())
     return message.SerializeToString()
 
 
-def shm_body(byte_size: int, output_region: str) -> bytes:
-    message = pb.ModelInferRequest(model_name="heavy")
-    tensor = message.inputs.add(name="input", datatype="FP32", shape=list(HEAVY_SHAPE))
+def shm_body(model: str, byte_size: int, output_region: str) -> bytes:
+    shape, input_name, output_name, output_bytes = SHAPES[model]
+    message = pb.ModelInferRequest(model_name=model)
+    tensor = message.inputs.add(name=input_name, datatype="FP32", shape=list(shape))
     tensor.parameters["shared_memory_region"].string_param = "input"
     tensor.parameters["shared_memory_byte_size"].int64_param = byte_size
-    output = message.outputs.add(name="output")
+    output = message.outputs.add(name=output_name)
     output.parameters["shared_memory_region"].string_param = output_region
-    output.parameters["shared_memory_byte_size"].int64_param = OUTPUT_BYTES
+    output.parameters["shared_memory_byte_size"].int64_param = output_bytes
     return message.SerializeToString()
 
 
@@ -88,16 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--model", choices=sorted(SHAPES), default="heavy")
+    parser.add_argument("--server-args", default="", help="extra pyovms flags, e.g. '--inline_threshold_us 2000'")
     args = parser.parse_args(argv)
+    shape, _, _, output_bytes = SHAPES[args.model]
     import tritonclient.grpc as grpcclient
     import tritonclient.utils.shared_memory as shm
 
     root = Path(tempfile.mkdtemp(prefix="pyovms-bench-shm-"))
     config = write_repository(root)
-    array = np.random.default_rng(0).random(HEAVY_SHAPE, dtype=np.float32)
+    array = np.random.default_rng(0).random(shape, dtype=np.float32)
     print("| path | concurrency | req/s | p50 ms | p99 ms | CPU ms/request |")
     print("|---|---|---|---|---|---|")
-    compiled = ov.Core().compile_model(str(root / "heavy" / "1" / "model.xml"), "CPU")
+    compiled = ov.Core().compile_model(str(root / args.model / "1" / "model.xml"), "CPU")
     nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     limits = {}
     for concurrency in args.concurrency:
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         limits[concurrency] = median_result([r for r, _ in runs])
         cpu = float(np.median([c for _, c in runs]))
         print(_row("in-process (s4)", concurrency, limits[concurrency], cpu), flush=True)
-    server = start_pyovms(config, ["heavy"], ["--allow_client_shm"])
+    server = start_pyovms(config, [args.model], ["--allow_client_shm", *args.server_args.split()])
     client = grpcclient.InferenceServerClient(server.address)
     handles = []
     try:
@@ -118,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         client.register_system_shared_memory("input", f"/pyovms_bench_{os.getpid()}_in", array.nbytes)
         for index in range(max(args.concurrency)):
             key = f"/pyovms_bench_{os.getpid()}_out{index}"
-            handles.append(shm.create_shared_memory_region(f"out{index}", key, OUTPUT_BYTES))
-            client.register_system_shared_memory(f"out{index}", key, OUTPUT_BYTES)
+            handles.append(shm.create_shared_memory_region(f"out{index}", key, output_bytes))
+            client.register_system_shared_memory(f"out{index}", key, output_bytes)
         for concurrency in args.concurrency:
             for label, bodies in (
-                ("gRPC inline", [inline_body(array)] * concurrency),
-                ("gRPC shared memory", [shm_body(array.nbytes, f"out{i}") for i in range(concurrency)]),
+                ("gRPC inline", [inline_body(args.model, array)] * concurrency),
+                ("gRPC shared memory", [shm_body(args.model, array.nbytes, f"out{i}") for i in range(concurrency)]),
             ):
                 runs = [
                     measured(lambda b=bodies: asyncio.run(drive_bodies(server.address, b, args.seconds)), pid)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,9 @@ from . import tensors
 from .config import ModelConfig
 from .errors import ServingError, Status
 from .inference import InferOutput, TensorSpec
-from .scheduling import DEFAULT_POOL_SETTINGS, InferRequestPool, PoolSettings
+from .scheduling import DEFAULT_POOL_SETTINGS, InferRequestPool, PoolSettings, Shared
 from .shapes import Dim, Shape, parse_shape
+from .shared_memory import IN_PLACE_MIN_BYTES
 from .statistics import InferStatistics
 
 log = logging.getLogger("pyovms.openvino_model")
@@ -38,7 +40,10 @@ class _Output:
 
     name: str
     index: int
-    kind: str  # "number", "string" (OpenVINO string tensor) or "string_2d" (U8 rows named *_string)
+    kind: str
+    """"number", "string" (OpenVINO string tensor), "string_2d" (U8 rows named *_string) or "placed" (written by
+    OpenVINO into a shared memory region)."""
+    datatype: str
 
 
 class OpenVinoModel:
@@ -88,15 +93,33 @@ class OpenVinoModel:
         except Exception:  # a device without the property
             return 1
 
-    async def infer(self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = ()) -> list[InferOutput]:
-        """Run one inference; outputs sorted by name, only `requested` ones when any are named."""
-        tensors_in = [(self._input_index[name], _to_openvino(array)) for name, array in inputs.items()]
+    async def infer(
+        self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = (), into: Mapping[str, np.ndarray] = ()
+    ) -> list[InferOutput]:
+        """Run one inference; outputs sorted by name, only `requested` ones when any are named. Inputs whose memory is
+        a shared memory region are read by OpenVINO in place; outputs named in `into` (arrays over shared memory of
+        the output's static shape and type) are written there by OpenVINO and come back with empty `raw`."""
+        tensors_in = []
+        shared_in = []
+        for name, array in inputs.items():
+            if _in_shared_memory(array):
+                shared_in.append((self._input_index[name], ov.Tensor(array, shared_memory=True)))
+            else:
+                tensors_in.append((self._input_index[name], _to_openvino(array)))
         reads = self._output_reads
         if requested:
             wanted = set(requested)
             reads = [read for read in reads if read.name in wanted]
+        shared = None
+        if shared_in or into:
+            shared_out = [
+                (read.index, ov.Tensor(into[read.name], shared_memory=True)) for read in reads if read.name in into
+            ]
+            if into:
+                reads = [replace(read, kind="placed") if read.name in into else read for read in reads]
+            shared = Shared(shared_in, shared_out)
         try:
-            return await self._pool.run(tensors_in, reads)
+            return await self._pool.run(tensors_in, reads, shared)
         except ServingError:
             raise
         except Exception as exc:
@@ -140,7 +163,7 @@ class OpenVinoModel:
         inputs = {name: _spec(name, port) for name, port in zip(input_names, compiled.inputs, strict=True)}
         outputs = {name: _spec(name, port) for name, port in zip(output_names, compiled.outputs, strict=True)}
         reads = [
-            _Output(name, index, _output_kind(outputs[name]))
+            _Output(name, index, _output_kind(outputs[name]), outputs[name].datatype)
             for index, name in sorted(enumerate(output_names), key=lambda item: item[1])
         ]
         return cls(
@@ -173,6 +196,19 @@ def _loaded_from_cache(compiled: ov.CompiledModel) -> bool:
         return False
 
 
+def _in_shared_memory(array: np.ndarray) -> bool:
+    """Whether `array` is a contiguous view of a shared memory region (a memoryview of an mmap) large enough to be
+    worth reading in place (`shared_memory.IN_PLACE_MIN_BYTES`)."""
+    if array.nbytes < IN_PLACE_MIN_BYTES or not array.flags.c_contiguous or not array.flags.writeable:
+        return False
+    if array.dtype == object:
+        return False
+    base = array.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
 def _to_openvino(array: np.ndarray) -> np.ndarray | ov.Tensor:
     """What the infer-request pool takes: numeric arrays as they are (copied into the request's own tensors),
     strings (object arrays of bytes) as string tensors."""
@@ -189,7 +225,9 @@ def _collect(request: ov.InferRequest, reads: list[_Output]) -> list[InferOutput
     outputs = []
     for read in reads:
         tensor = request.get_output_tensor(read.index)
-        if read.kind == "string":
+        if read.kind == "placed":  # already in its shared memory region
+            outputs.append(InferOutput(read.name, read.datatype, tuple(tensor.shape), b""))
+        elif read.kind == "string":
             items = tensor.bytes_data.reshape(-1) if tensor.get_size() else []
             outputs.append(InferOutput(read.name, "BYTES", tuple(tensor.shape), tensors.join_bytes(items)))
         elif read.kind == "string_2d":

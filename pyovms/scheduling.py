@@ -88,6 +88,16 @@ class _InFlight:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     collect_arg: Any
+    shared: Shared | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """Tensors over memory the request does not own (shared memory regions), set on an infer request for one
+    inference in place of its own tensors, which are set back afterwards."""
+
+    inputs: Sequence[tuple[int, ov.Tensor]] = ()
+    outputs: Sequence[tuple[int, ov.Tensor]] = ()
 
 
 def _set_inputs(request: ov.InferRequest, inputs: Sequence[tuple[int, np.ndarray | ov.Tensor]]) -> None:
@@ -105,6 +115,13 @@ def _set_inputs(request: ov.InferRequest, inputs: Sequence[tuple[int, np.ndarray
             target.shape = value.shape
             view = target.data
         view[...] = value
+
+
+def _set_shared(request: ov.InferRequest, shared: Shared) -> None:
+    for index, tensor in shared.inputs:
+        request.set_input_tensor(index, tensor)
+    for index, tensor in shared.outputs:
+        request.set_output_tensor(index, tensor)
 
 
 class InferRequestPool(Generic[T]):
@@ -129,9 +146,15 @@ class InferRequestPool(Generic[T]):
         self._size = size
         self.waiting = 0
         """Requests waiting for an idle infer request."""
+        self._own: dict[int, tuple[list[ov.Tensor], list[ov.Tensor]]] = {}
+        """Each infer request's own input and output tensors (set back after an inference on shared tensors)."""
         for _ in range(size):
             request = compiled.create_infer_request()
             request.set_callback(self._on_done, id(request))
+            self._own[id(request)] = (
+                [request.get_input_tensor(i) for i in range(len(compiled.inputs))],
+                [request.get_output_tensor(i) for i in range(len(compiled.outputs))],
+            )
             self._idle.put_nowait(request)
 
     @property
@@ -152,8 +175,14 @@ class InferRequestPool(Generic[T]):
         """Account one inference's duration (OpenVINO's `latency`) and choose inline or asynchronous execution."""
         self._choice.record(seconds)
 
-    async def run(self, inputs: Sequence[tuple[int, np.ndarray | ov.Tensor]], collect_arg: Any = None) -> T:
-        """Infer `inputs` (arrays or tensors by input index) and return `collect(request, collect_arg)`."""
+    async def run(
+        self,
+        inputs: Sequence[tuple[int, np.ndarray | ov.Tensor]],
+        collect_arg: Any = None,
+        shared: Shared | None = None,
+    ) -> T:
+        """Infer `inputs` (arrays or tensors by input index) and return `collect(request, collect_arg)`; `shared`
+        tensors are set for this inference only (OpenVINO reads and writes their memory in place)."""
         queued = time.perf_counter_ns()
         if self._idle.qsize():
             request = self._idle.get_nowait()
@@ -173,8 +202,10 @@ class InferRequestPool(Generic[T]):
         self.statistics.queue.add(started - queued)
         try:
             _set_inputs(request, inputs)
+            if shared is not None:
+                _set_shared(request, shared)
         except BaseException:
-            self._idle.put_nowait(request)
+            self._release(request, shared)
             raise
         if self._choice.inline:
             try:
@@ -182,19 +213,19 @@ class InferRequestPool(Generic[T]):
                 result = self._collect(request, collect_arg)
                 seconds = request.latency * 1e-3
             finally:
-                self._idle.put_nowait(request)
+                self._release(request, shared)
             self.record(seconds)
             self.statistics.compute_infer.add(time.perf_counter_ns() - started)
             return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         key = id(request)
-        self._in_flight[key] = _InFlight(request, loop, future, collect_arg)
+        self._in_flight[key] = _InFlight(request, loop, future, collect_arg, shared)
         try:
             request.start_async()
         except BaseException:
             self._in_flight.pop(key, None)
-            self._idle.put_nowait(request)
+            self._release(request, shared)
             raise
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = loop.create_task(self._watch())
@@ -219,12 +250,21 @@ class InferRequestPool(Generic[T]):
         except BaseException as exc:  # delivered to the awaiting coroutine
             outcome = exc
         elapsed = entry.request.latency * 1e-3  # OpenVINO's own timing: thread scheduling delays excluded
-        entry.loop.call_soon_threadsafe(self._finish, entry.request, entry.future, outcome, elapsed)
+        entry.loop.call_soon_threadsafe(self._finish, entry, outcome, elapsed)
 
-    def _finish(
-        self, request: ov.InferRequest, future: asyncio.Future[T], outcome: T | BaseException, elapsed: float = 0.0
-    ) -> None:
+    def _release(self, request: ov.InferRequest, shared: Shared | None) -> None:
+        """Back to the idle requests, with its own tensors set again in place of shared ones."""
+        if shared is not None:
+            own_inputs, own_outputs = self._own[id(request)]
+            for index, _ in shared.inputs:
+                request.set_input_tensor(index, own_inputs[index])
+            for index, _ in shared.outputs:
+                request.set_output_tensor(index, own_outputs[index])
         self._idle.put_nowait(request)
+
+    def _finish(self, entry: _InFlight, outcome: T | BaseException, elapsed: float = 0.0) -> None:
+        request, future = entry.request, entry.future
+        self._release(request, entry.shared)
         if elapsed:
             self.record(elapsed)
         if future.done():
@@ -243,4 +283,4 @@ class InferRequestPool(Generic[T]):
                     entry.request.wait_for(0)
                 except Exception as exc:
                     if self._in_flight.pop(key, None) is not None:
-                        self._finish(entry.request, entry.future, exc)
+                        self._finish(entry, exc)

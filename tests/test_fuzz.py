@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pyovms import shared_memory
 from pyovms.errors import ServingError
 from pyovms.graphs import packets
 from pyovms.grpc import converters
@@ -127,8 +129,32 @@ def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
         elif choice == "string":
             parameter.string_param = draw(st.text(max_size=8))
     for name in draw(st.lists(NAMES, max_size=2)):
-        request.outputs.add(name=name)
+        output = request.outputs.add(name=name)
+        if draw(st.booleans()):
+            draw(shared_memory_parameters(output.parameters))
+    for tensor in request.inputs:
+        if draw(st.integers(0, 3)) == 0:
+            draw(shared_memory_parameters(tensor.parameters))
     return request
+
+
+SHM_REGION = "fuzz"
+"""The region the fuzzing servers have registered (64 bytes)."""
+SHM_SIZES = st.one_of(st.sampled_from([0, 1, 40, 63, 64, 65, 2**31, 2**63 - 1]), INT64)
+
+
+@st.composite
+def shared_memory_parameters(draw: st.DrawFn, parameters) -> None:
+    """`shared_memory_*` tensor parameters, of the right kind or not, naming the registered region or not."""
+    for key in draw(st.lists(st.sampled_from(["shared_memory_region", "shared_memory_byte_size",
+                                              "shared_memory_offset"]), min_size=1, max_size=3)):  # fmt: skip
+        choice = draw(st.sampled_from(["string", "int64", "bool"]))
+        if choice == "string":
+            parameters[key].string_param = draw(st.sampled_from([SHM_REGION, "nope", ""]) | st.text(max_size=6))
+        elif choice == "int64":
+            parameters[key].int64_param = draw(SHM_SIZES)
+        else:
+            parameters[key].bool_param = draw(st.booleans())
 
 
 def _only_serving_errors(call) -> None:
@@ -142,6 +168,24 @@ def _only_serving_errors(call) -> None:
 # ------------------------------------------------------------------------------------------------ in-process
 
 
+@pytest.fixture(scope="module")
+def shm_key():
+    """A 64-byte shared memory object under /dev/shm, named for this process."""
+    key = f"pyovms_fuzz_{os.getpid()}"
+    path = Path("/dev/shm") / key
+    path.write_bytes(bytes(range(64)))
+    yield key
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def registry(shm_key):
+    registry = shared_memory.SharedMemoryRegistry(max_regions=8)
+    registry.register(SHM_REGION, shm_key, 0, 64)
+    yield registry
+    registry.unregister()
+
+
 def _empty_fp16_in_contents() -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name="dummy")
     request.inputs.add(name="b", datatype="FP16", shape=[0]).contents.SetInParent()
@@ -151,8 +195,16 @@ def _empty_fp16_in_contents() -> pb.ModelInferRequest:
 @FUZZ
 @given(infer_requests())
 @example(_empty_fp16_in_contents())  # once an AssertionError: FP16 has no contents field to decode
-def test_grpc_decoding_and_validation_only_raise_serving_errors(message):
+def test_grpc_decoding_and_validation_only_raise_serving_errors(registry, message):
     request = converters.infer_request_from_pb(pb.ModelInferRequest.FromString(message.SerializeToString()))
+    if request.uses_shared_memory:
+        held = shared_memory.RequestMemory()
+
+        def attach() -> None:
+            held.regions = shared_memory.attach(registry, request).regions
+
+        _only_serving_errors(attach)
+        shared_memory.release(registry, held)
     for specs in ({"b": SPECS["b"]}, {"s": SPECS["s"]}, {"image": SPECS["image"]}, {"h": SPECS["h"], "b": SPECS["b"]}):
         _only_serving_errors(lambda specs=specs: prepare_inputs(specs, request))
     for tensor in request.inputs:
@@ -214,7 +266,7 @@ def test_rest_body_parsing_and_validation_only_raise_serving_errors(body_and_hea
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, shm_key):
     root = tmp_path_factory.mktemp("fuzz")
     models.build_dummy(root / "dummy" / "1" / "model.xml")
     models.build_passthrough(root / "strings" / "1", ov.Type.string, [-1])
@@ -224,7 +276,11 @@ def server(tmp_path_factory):
             {"config": {"name": "strings", "base_path": "strings"}},
         ]
     }
-    process = serve_config(root, config)
+    process = serve_config(root, config, "--allow_client_shm", "--shm_max_regions", "8")
+    register = pb.SystemSharedMemoryRegisterRequest(name=SHM_REGION, key=shm_key, byte_size=64)
+    process.channel.unary_unary("/inference.GRPCInferenceService/SystemSharedMemoryRegister")(
+        register.SerializeToString(), timeout=20
+    )
     yield process
     process.stop()
 
@@ -246,6 +302,36 @@ def test_grpc_server_answers_every_request_with_a_client_status(server, raw_infe
     except grpc.RpcError as exc:
         assert exc.code() in CLIENT_CODES, (exc.code(), exc.details())
         assert "Traceback" not in exc.details()
+
+
+@FUZZ
+@given(
+    st.sampled_from([SHM_REGION, "r", "", "x" * 300]) | st.text(max_size=8),
+    st.sampled_from(["KEY", "/KEY", "../KEY", "/nope", "", ".", "..", "a/b", "/dev/shm/KEY"]) | st.text(max_size=12),
+    st.one_of(st.sampled_from([0, 1, 64, 4096]), st.integers(0, 2**64 - 1)),
+    st.one_of(st.sampled_from([0, 1, 63, 64, 65]), st.integers(0, 2**64 - 1)),
+)
+def test_shared_memory_registration_is_answered_with_a_client_status(server, shm_key, name, key, offset, byte_size):
+    """Register (keys naming the fuzzing object or not, any offset and size), status and unregister: never UNKNOWN or
+    INTERNAL; what registered is unregistered again (the fuzzing region excepted)."""
+    key = key.replace("KEY", shm_key)
+    calls = {
+        name: server.channel.unary_unary(f"/inference.GRPCInferenceService/{name}")
+        for name in ("SystemSharedMemoryRegister", "SystemSharedMemoryStatus", "SystemSharedMemoryUnregister")
+    }
+    requests = [
+        ("SystemSharedMemoryRegister", pb.SystemSharedMemoryRegisterRequest(name=name, key=key, offset=offset,
+                                                                             byte_size=byte_size)),
+        ("SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusRequest(name=name)),
+    ]  # fmt: skip
+    if name != SHM_REGION:
+        requests.append(("SystemSharedMemoryUnregister", pb.SystemSharedMemoryUnregisterRequest(name=name)))
+    for method, message in requests:
+        try:
+            calls[method](message.SerializeToString(), timeout=20)
+        except grpc.RpcError as exc:
+            assert exc.code() in CLIENT_CODES | {grpc.StatusCode.ALREADY_EXISTS}, (method, exc.code(), exc.details())
+            assert "Traceback" not in exc.details()
 
 
 @FUZZ

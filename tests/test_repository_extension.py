@@ -18,27 +18,10 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from . import graph_repository, models
+from . import graph_repository, models, python_libraries
 from .server_process import ServerProcess, wait_for
 
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
-BLOCKING = """
-import os
-import time
-
-def get_inputs_info(params, state):
-    return {"x": ("FP32", [1, 10])}
-
-def get_outputs_info(params, state):
-    return {"y": ("FP32", [1, 10])}
-
-def execute(inputs, params, state):
-    open(params["started"], "w").close()
-    deadline = time.monotonic() + 120
-    while not os.path.exists(params["release"]) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return {"y": inputs["x"]}
-"""
 
 
 def _pipeline(name: str, node: dict, output: str) -> dict:
@@ -55,7 +38,7 @@ def build(root: Path) -> Path:
     (root / "upper").mkdir()
     (root / "upper" / "graph.pbtxt").write_text(graph_repository.GRAPHS["upper"])
     (root / "upper" / "upper.py").write_text(graph_repository.HANDLERS["upper.py"])
-    (root / "blocking.py").write_text(BLOCKING)
+    (root / "blocking.py").write_text(python_libraries.BLOCKING)
     blocking = {"name": "node", "type": "custom", "library_name": "blocking",
                 "params": {"started": str(root / "started"), "release": str(root / "release")},
                 "inputs": [{"x": {"node_name": "request", "data_item": "in"}}], "outputs": [{"data_item": "y", "alias": "y"}]}  # fmt: skip

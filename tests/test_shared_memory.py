@@ -18,44 +18,28 @@ import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from . import graph_repository, models
+from . import graph_repository, models, python_libraries
 from .server_process import ServerProcess, wait_for
 
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
 V = np.array([[1.0, -2.0, 3.5, 4.0]], dtype=np.float32)
-BLOCKING = """
-import os
-import time
-
-def get_inputs_info(params, state):
-    return {"x": ("FP32", [1, 10])}
-
-def get_outputs_info(params, state):
-    return {"y": ("FP32", [1, 10])}
-
-def execute(inputs, params, state):
-    open(params["started"], "w").close()
-    deadline = time.monotonic() + 120
-    while not os.path.exists(params["release"]) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return {"y": inputs["x"] * 3}
-"""
 
 
 def build(root: Path) -> Path:
     models.build_dummy(root / "dummy" / "1" / "model.xml")
     models.build_two_outputs(root / "three" / "1" / "model.xml")
     models.build_passthrough(root / "string" / "1", models.OV_TYPES["BYTES"], [-1])
+    models.build_add_constant(root / "big" / "1" / "model.xml", [1, 65536], 0.5)  # 256 KB: read and written in place
     (root / "double_then_dummy").mkdir()
     (root / "double_then_dummy" / "graph.pbtxt").write_text(graph_repository.GRAPHS["double_then_dummy"])
     (root / "double_then_dummy" / "double.py").write_text(graph_repository.HANDLERS["double.py"])
-    (root / "blocking.py").write_text(BLOCKING)
+    (root / "blocking.py").write_text(python_libraries.BLOCKING)
     node = {"name": "node", "type": "custom", "library_name": "blocking",
-            "params": {"started": str(root / "started"), "release": str(root / "release")},
+            "params": {"started": str(root / "started"), "release": str(root / "release"), "factor": "3"},
             "inputs": [{"x": {"node_name": "request", "data_item": "in"}}], "outputs": [{"data_item": "y", "alias": "y"}]}  # fmt: skip
     config = {
         "model_config_list": [{"config": {"name": n, "base_path": n}}
-                              for n in ("dummy", "three", "string", "double_then_dummy")],
+                              for n in ("dummy", "three", "string", "big", "double_then_dummy")],
         "custom_node_library_config_list": [{"name": "blocking", "base_path": "blocking.py"}],
         "pipeline_config_list": [{"name": "blocking", "inputs": ["in"], "nodes": [node],
                                   "outputs": [{"out": {"node_name": "node", "data_item": "y"}}]}],
@@ -155,6 +139,22 @@ def test_inputs_only_outputs_only_and_both(api):
     shm.set_shared_memory_region(source, [X * 3])
     client.infer("dummy", [_input(module, "b", X, region="in")], outputs=[_output(module, "a", "out", X.nbytes)])
     np.testing.assert_array_equal(shm.get_contents_as_numpy(target, np.float32, [1, 10]), X * 3 + 1)
+
+
+def test_large_tensors_in_place_match_inline(api):
+    module, client, regions = api
+    values = np.random.default_rng(1).random((1, 65536), dtype=np.float32)
+    inline = client.infer("big", [_input(module, "x", values)]).as_numpy("y")
+    source = regions.create("big_in", 4096 + values.nbytes)
+    target = regions.create("big_out", values.nbytes + 8192)
+    for round_ in range(3):  # the infer request's own tensors come back between rounds: values never mix
+        shm.set_shared_memory_region(source, [values * round_], offset=4096)
+        client.infer("big", [_input(module, "x", values, region="big_in", offset=4096)],
+                     outputs=[_output(module, "y", "big_out", values.nbytes, 8192)])  # fmt: skip
+        np.testing.assert_array_equal(shm.get_contents_as_numpy(target, np.float32, [1, 65536], offset=8192),
+                                      values * round_ + 0.5)  # fmt: skip
+        mixed = client.infer("big", [_input(module, "x", values)])  # inline in between
+        np.testing.assert_array_equal(mixed.as_numpy("y"), inline)
 
 
 def test_offsets_inside_one_region_and_several_regions(api):
@@ -342,3 +342,95 @@ def test_off_unless_enabled(tmp_path):
     finally:
         client.close()
         server.stop()
+
+
+def test_openvino_reads_and_writes_shared_tensors_in_place_then_gets_its_own_back(tmp_path):
+    """In-process, real OpenVINO: tensors given as shared are the memory OpenVINO reads and writes (their addresses
+    are the infer request's tensors during the inference), and the next inference runs on the request's own tensors
+    again. Then a model version writes a large output straight into an array over an mmap."""
+    import asyncio
+    import mmap
+
+    import openvino as ov
+
+    from pyovms.config import ModelConfig
+    from pyovms.openvino_model import OpenVinoModel
+    from pyovms.scheduling import InferRequestPool, Shared
+
+    width = 32768  # 128 KB: above the size read and written in place
+    model_path = models.build_add_constant(tmp_path / "m" / "1" / "model.xml", [1, width], 1.0)
+    compiled = ov.Core().compile_model(str(model_path), "CPU")
+    seen: list[tuple[int, int]] = []
+
+    def collect(request, _):
+        seen.append((request.get_input_tensor(0).data.ctypes.data, request.get_output_tensor(0).data.ctypes.data))
+        return request.get_output_tensor(0).data.copy()
+
+    source = np.arange(width, dtype=np.float32).reshape(1, width)
+    target = np.zeros((1, width), dtype=np.float32)
+
+    async def run() -> None:
+        pool = InferRequestPool(compiled, 1, collect)
+        shared = Shared([(0, ov.Tensor(source, shared_memory=True))], [(0, ov.Tensor(target, shared_memory=True))])
+        await pool.run([], None, shared)
+        assert seen[0] == (source.ctypes.data, target.ctypes.data)
+        np.testing.assert_array_equal(target, source + 1)
+        again = await pool.run([(0, source * 2)], None)
+        assert seen[1][0] != source.ctypes.data and seen[1][1] != target.ctypes.data
+        np.testing.assert_array_equal(again, source * 2 + 1)
+        np.testing.assert_array_equal(target, source + 1)  # untouched by the second inference
+
+        version = OpenVinoModel.load(ov.Core(), ModelConfig("m", str(tmp_path / "m")), 1, tmp_path / "m" / "1")
+        memory = mmap.mmap(-1, 2 * source.nbytes)
+        view = memoryview(memory)
+        input_array = np.frombuffer(view[: source.nbytes], np.float32).reshape(1, width)
+        input_array[...] = source
+        output_array = np.frombuffer(view[source.nbytes :], np.float32).reshape(1, width)
+        (output,) = await version.infer({"x": input_array}, (), {"y": output_array})
+        assert output.raw == b"" and output.shape == (1, width)
+        np.testing.assert_array_equal(output_array, source + 1)
+        (copied,) = await version.infer({"x": input_array})
+        np.testing.assert_array_equal(copied.as_numpy(), source + 1)
+        del input_array, output_array, view
+
+    asyncio.run(run())
+
+
+def test_the_readme_example_runs_as_written(server):
+    """README's five-line example, against this server (its address and a key of this test's own)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("```python", readme.index("shared memory instead")) + len("```python")
+    example = readme[start : readme.index("```", start)]
+    assert len(example.strip().splitlines()) == 5
+    key = f"/pyovms_readme_{os.getpid()}"
+    namespace: dict = {}
+    exec(example.replace("127.0.0.1:9000", server.address).replace("/my_input", key), namespace)  # as written
+    try:
+        assert namespace["client"].infer("dummy", [namespace["b"]]).as_numpy("a").tolist() == [list(range(1, 11))]
+    finally:
+        namespace["client"].unregister_system_shared_memory("in")
+        shm.destroy_shared_memory_region(namespace["region"])
+
+
+def test_the_byte_limit_in_process(tmp_path):
+    """--shm_max_bytes: a registration past the total is refused, naming the limit; what fits is registered."""
+    from pyovms.errors import ServingError
+    from pyovms.shared_memory import SharedMemoryRegistry
+
+    key = f"pyovms_test_{os.getpid()}_limit"
+    path = Path("/dev/shm") / key
+    path.write_bytes(bytes(8192))
+    registry = SharedMemoryRegistry(max_regions=10, max_bytes=6000)
+    try:
+        registry.register("a", key, 0, 4096)
+        with pytest.raises(ServingError) as info:
+            registry.register("b", key, 4096, 4096)
+        assert str(info.value) == (
+            "Shared memory registration limit reached - region: b; 4096 bytes registered + 4096 > 6000 (--shm_max_bytes)"
+        )
+        registry.register("c", key, 4096, 1000)
+        assert [r.name for r in registry.status()] == ["a", "c"] and registry.mapped == 2
+    finally:
+        registry.unregister()
+        path.unlink()
+    assert registry.mapped == 0
