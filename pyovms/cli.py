@@ -14,6 +14,7 @@ import re
 import sys
 from typing import Any
 
+from . import access
 from .config import ModelConfig
 from .scheduling import DEFAULT_MAX_QUEUED
 from .settings import DEFAULT_MAX_MESSAGE_SIZE, CorsSettings, Settings, TlsSettings
@@ -25,6 +26,32 @@ MAX_PORT = 65535
 MAX_REST_WORKERS = 10000
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
 DEMO_PORT = 9000
+
+
+NOT_ACTED_ON: dict[str, str] = {
+    "grpc_max_threads": "grpc.aio serves calls on the event loop: there is no gRPC thread pool to size",
+    "grpc_memory_quota": "gRPC's Python server has no memory quota; --grpc_max_message_size and --max_queued_requests "
+    "bound what requests hold",
+    "rest_workers": "REST requests are served by the event loop, beside gRPC",
+    "sequence_cleaner_poll_wait_minutes": "stateful models are not served",
+    "custom_node_resources_cleaner_interval_seconds": "a retired custom node is deinitialized as soon as nothing uses "
+    "it, with no periodic cleaner",
+    "cpu_extension": "OpenVINO CPU extension libraries are not loaded",
+    "mean": "single-model preprocessing flags are not applied",
+    "scale": "single-model preprocessing flags are not applied",
+    "color_format": "single-model preprocessing flags are not applied",
+    "precision": "single-model preprocessing flags are not applied",
+    "stateful": "stateful models are not served",
+    "low_latency_transformation": "stateful models are not served",
+    "max_sequence_number": "stateful models are not served",
+    "idle_sequence_cleanup": "stateful models are not served",
+    "list_models": "config management commands are not served",
+    "add_to_config": "config management commands are not served",
+    "remove_from_config": "config management commands are not served",
+}
+"""OVMS flags accepted so that OVMS command lines start unchanged, which pyovms does not act on, with the reason (the
+server warns about each one given). A flag that concerns security is never in this table: it is served or
+refused."""
 
 
 class UsageError(Exception):
@@ -111,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "at once)",
     )
     server.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="config/version poll period")
-    server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint, default=5)
-    server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint, default=300)
+    server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint)
+    server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint)
     server.add_argument("--log_level", default="INFO", help="TRACE, DEBUG, INFO, WARNING or ERROR")
     server.add_argument("--log_path", help="log file (default: stderr)")
     server.add_argument("--cache_dir", help="OpenVINO model cache directory")
@@ -134,7 +161,32 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--allowed_methods", default="*")
     server.add_argument("--allowed_headers", default="*")
     server.add_argument("--allow_credentials", **flag)
-    server.add_argument("--api_key_file")
+    server.add_argument(
+        "--api_key_file",
+        help="file holding one key: every call but liveness and readiness must send 'Authorization: Bearer <key>'",
+    )
+    server.add_argument(
+        "--allow_model_control",
+        **flag,
+        help="serve the repository extension's load and unload to clients (the index is served either way)",
+    )
+    server.add_argument(
+        "--grpc_restricted_protocol",
+        "--grpc-restricted-protocol",
+        action="append",
+        default=[],
+        metavar="GROUPS:KEY=VALUE",
+        help="gRPC calls of these groups need metadata triton-grpc-protocol-KEY: VALUE (VALUE @file: read from file); "
+        "repeatable",
+    )
+    server.add_argument(
+        "--rest_restricted_api",
+        "--http-restricted-api",
+        action="append",
+        default=[],
+        metavar="GROUPS:KEY=VALUE",
+        help="REST calls of these groups need header KEY: VALUE (VALUE @file: read from file); repeatable",
+    )
     server.add_argument("--tls_cert", help="PEM certificate chain: serve gRPC and REST over TLS")
     server.add_argument("--tls_key", help="PEM private key of --tls_cert")
     server.add_argument("--tls_client_ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
@@ -284,6 +336,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         channel_arguments = parse_channel_arguments(args.grpc_channel_arguments)
     except ValueError as exc:
         raise UsageError(f"grpc_channel_arguments: {exc}") from exc
+    try:
+        api_key = access.read_api_key(args.api_key_file) if args.api_key_file else None
+        grpc_restrictions = access.parse_restrictions(
+            args.grpc_restricted_protocol, "grpc_restricted_protocol", access.GRPC_HEADER_PREFIX
+        )
+        rest_restrictions = access.parse_restrictions(args.rest_restricted_api, "rest_restricted_api")
+    except access.AccessError as exc:
+        raise UsageError(str(exc)) from exc
 
     config_path = args.config_path
     if config_path and os.path.isdir(config_path):
@@ -303,11 +363,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             target_device=args.target_device or "CPU",
             plugin_config=_json_object(args.plugin_config, "plugin_config") or {},
         )
-    extra_names = (
-        "api_key_file", "sequence_cleaner_poll_wait_minutes", "custom_node_resources_cleaner_interval_seconds",
-        "cpu_extension", "mean", "scale", "color_format", "precision", "stateful", "list_models", "add_to_config",
-        "remove_from_config",
-    )  # fmt: skip
     return Settings(
         port=port,
         grpc_bind_address=grpc_addresses,
@@ -330,6 +385,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         log_path=args.log_path,
         cache_dir=args.cache_dir,
         allow_client_shm=bool(args.allow_client_shm),
+        allow_model_control=bool(args.allow_model_control),
+        api_key=api_key,
+        grpc_restrictions=grpc_restrictions,
+        rest_restrictions=rest_restrictions,
         shm_max_regions=args.shm_max_regions,
         shm_max_bytes=args.shm_max_bytes,
         metrics_enable=bool(args.metrics_enable),
@@ -342,7 +401,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_queued_requests=args.max_queued_requests,
         event_loop=args.event_loop,
         shutdown_grace_s=max(0.0, args.shutdown_grace_seconds),
-        extra={name: getattr(args, name) for name in extra_names if getattr(args, name) not in (None, False)},
+        unused_flags={name: why for name, why in NOT_ACTED_ON.items() if getattr(args, name) not in (None, False)},
     )
 
 

@@ -120,12 +120,9 @@ class ConfigWatcher:
                 self._digest = digest
             return await self._apply()
 
-    async def pin(self, name: str, pin: Pin) -> bool:
-        """Lay an explicit load or unload over the configuration and apply it (a load loads `name` again even when
+    async def pin(self, pins: Mapping[str, Pin]) -> bool:
+        """Lay explicit loads and unloads over the configuration and apply it (a loaded name is loaded again even when
         nothing changed); True when anything changed."""
-        return await self.pin_all({name: pin})
-
-    async def pin_all(self, pins: Mapping[str, Pin]) -> bool:
         async with self._lock:
             self.pins.update(pins)
             return await self._apply(force={name for name, pin in pins.items() if pin.loaded})

@@ -37,9 +37,11 @@ log = logging.getLogger("pyovms.core")
 T = TypeVar("T")
 
 SERVER_NAME = "pyovms"
-EXTENSIONS = ("model_configuration", "statistics", "model_repository", "model_repository(unload_dependents)")
+EXTENSIONS = ("model_configuration", "statistics")
 """Extensions beyond KServe v2 that every front end serves (Triton's names, which tools such as perf_analyzer
 look for in ServerMetadata)."""
+MODEL_CONTROL_EXTENSIONS = ("model_repository", "model_repository(unload_dependents)")
+"""Listed when clients may load and unload (`--allow_model_control`)."""
 
 
 class Server:
@@ -59,6 +61,8 @@ class Server:
         """The repository extension's index, load and unload (set by the process wiring)."""
         self.shared_memory: SharedMemoryRegistry | None = None
         """The system shared memory extension's regions; None while the extension is off."""
+        self.allow_model_control = False
+        """Whether clients may load and unload (the program embedding the server always may: `trusted` calls)."""
         self._live = True
         self._ready = False
 
@@ -73,7 +77,11 @@ class Server:
         self._ready = ready
 
     def metadata(self) -> ServerMetadata:
-        extensions = [*self.extensions, *(["system_shared_memory"] if self.shared_memory is not None else [])]
+        extensions = [
+            *self.extensions,
+            *(MODEL_CONTROL_EXTENSIONS if self.allow_model_control else ()),
+            *(["system_shared_memory"] if self.shared_memory is not None else []),
+        ]
         return ServerMetadata(SERVER_NAME, __version__, extensions)
 
     def shared_memory_status(self, name: str = "") -> list[RegionStatus]:
@@ -86,6 +94,19 @@ class Server:
     def unregister_shared_memory(self, name: str = "") -> None:
         """Unregister one region, or every region when `name` is empty."""
         self._shared_memory().unregister(name)
+
+    def cuda_shared_memory_status(self, name: str = "") -> list[RegionStatus]:
+        """CUDA shared memory, as a server without GPUs answers: no region is registered (a named one is missing)."""
+        if name:
+            raise ServingError(Status.CUDA_SHM_REGION_MISSING, f"region: {name}")
+        return []
+
+    def unregister_cuda_shared_memory(self, name: str = "") -> None:
+        """Nothing to unregister on a server without GPUs: answered OK, as Triton's CPU-only builds do (clients call it
+        as clean-up before using system shared memory)."""
+
+    def register_cuda_shared_memory(self) -> None:
+        raise ServingError(Status.CUDA_SHM_NOT_SERVED, "pyovms runs on the CPU: use system shared memory")
 
     def _shared_memory(self) -> SharedMemoryRegistry:
         if self.shared_memory is None:
@@ -114,7 +135,7 @@ class Server:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate and run one inference on the model version the request names."""
-        if request.uses_shared_memory:
+        if shared_memory.named_by(request):
             return await self._infer_with_shared_memory(request)
         return await self._infer(request)
 
@@ -203,14 +224,21 @@ class Server:
         """Every version of every model, pipeline and graph with its state (the repository extension's index)."""
         return self._control().index(ready_only)
 
-    async def load_model(self, name: str, parameters: dict[str, Any] | None = None) -> None:
-        """Load or reload one model, pipeline or graph (`parameters`: `config`, a model config override as JSON)."""
-        await self._control().load(name, parameters or {})
+    async def load_model(self, name: str, parameters: dict[str, Any] | None = None, *, trusted: bool = False) -> None:
+        """Load or reload one model, pipeline or graph (`parameters`: `config`, a model config override as JSON).
+        A client's call (not `trusted`) is refused unless model control is allowed."""
+        self._check_model_control(trusted)
+        await self._control().load(name, parameters or {}, confined=not trusted)
 
-    async def unload_model(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+    async def unload_model(self, name: str, parameters: dict[str, Any] | None = None, *, trusted: bool = False) -> None:
         """Retire one model, pipeline or graph once its requests in flight finish (`unload_dependents`: also the
-        pipelines running it)."""
+        pipelines running it). A client's call (not `trusted`) is refused unless model control is allowed."""
+        self._check_model_control(trusted)
         await self._control().unload(name, parameters or {})
+
+    def _check_model_control(self, trusted: bool) -> None:
+        if not (trusted or self.allow_model_control):
+            raise ServingError(Status.MODEL_CONTROL_NOT_ENABLED, "start the server with --allow_model_control")
 
     def _control(self) -> RepositoryControl:
         if self.control is None:
@@ -265,7 +293,7 @@ class Server:
         """Stream requests with their shared memory inputs read into bytes (a graph run keeps its packets after the
         request is answered, so the regions are not held); outputs in shared memory are refused in-stream."""
         async for item in requests:
-            if isinstance(item, InferRequest) and item.uses_shared_memory:
+            if isinstance(item, InferRequest) and shared_memory.named_by(item):
                 try:
                     if any(shared_memory.REGION in p for p in item.output_parameters.values()):
                         raise ServingError(

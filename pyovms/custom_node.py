@@ -35,7 +35,7 @@ from . import tensors
 from .errors import ServingError, Status
 from .inference import TensorSpec
 from .scheduling import InlineChoice
-from .user_code import run_user_code
+from .user_code import describe, run_user_code
 
 log = logging.getLogger("pyovms.custom_node")
 
@@ -121,7 +121,7 @@ class CustomNode:
             raise
         except Exception as exc:  # what the library raised (Python) or reported
             log.exception("custom node %s (%s) failed", self.node_name, self.library_name)
-            raise ServingError(Status.NODE_LIBRARY_EXECUTION_FAILED, f"{type(exc).__name__}: {exc}") from exc
+            raise ServingError(Status.NODE_LIBRARY_EXECUTION_FAILED, describe(exc, typed=True)) from exc
 
     def _run(self, inputs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
         """One execution (on a pool thread, or inline), holding the instance so that it is not deinitialized

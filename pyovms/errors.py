@@ -75,9 +75,12 @@ class Status(enum.Enum):
     SHM_REGION_OUT_OF_BOUNDS = "Shared memory access out of bounds"
     SHM_LIMIT_EXCEEDED = "Shared memory registration limit reached"
     CUDA_SHM_NOT_SERVED = "CUDA shared memory is not served"
+    CUDA_SHM_REGION_MISSING = "Unable to find cuda shared memory region"
     # Repository extension (explicit loads and unloads)
     REPOSITORY_REQUEST_INVALID = "Invalid model repository request"
     REPOSITORY_LOAD_FAILED = "Model could not be loaded"
+    MODEL_CONTROL_NOT_ENABLED = "Model control is not enabled"
+    LOAD_OUTSIDE_REPOSITORY = "Model path is outside the model repository"
     # Pipelines
     PIPELINE_DEFINITION_NAME_MISSING = "Pipeline with requested name is not found"
     PIPELINE_DEFINITION_NOT_LOADED_YET = "Pipeline is not loaded yet"

@@ -256,14 +256,15 @@ class InProcessServer:
 
     def load_model(self, name: str, config: Mapping[str, Any] | str | None = None) -> None:
         """Load or reload `name` (a configured name, or a directory of the repository root); `config` replaces a
-        model's configuration (OVMS's model `config` object). Returns once it is loaded; ServingError otherwise."""
+        model's configuration (OVMS's model `config` object; its base_path may be anywhere: this program owns the
+        server). Returns once it is loaded; ServingError otherwise."""
         parameters = {} if config is None else {"config": config if isinstance(config, str) else json.dumps(config)}
-        self._call(self._core.load_model(name, parameters))
+        self._call(self._core.load_model(name, parameters, trusted=True))
 
     def unload_model(self, name: str, unload_dependents: bool = False) -> None:
         """Retire `name` (and with `unload_dependents` the pipelines running it); returns once the requests running
         on it have finished."""
-        self._call(self._core.unload_model(name, {"unload_dependents": unload_dependents}))
+        self._call(self._core.unload_model(name, {"unload_dependents": unload_dependents}, trusted=True))
 
     @staticmethod
     async def _async(function: Callable[..., T], *args: Any) -> T:
@@ -334,7 +335,7 @@ def _input(name: str, value: Any) -> InferInput:
         raise ServingError(Status.INVALID_PRECISION, f"{exc}; input name: {name}") from exc
     little_endian = tensors.DATATYPES[datatype].dtype
     contiguous = np.ascontiguousarray(array, dtype=little_endian)
-    return InferInput(name, datatype, tuple(array.shape), raw=memoryview(contiguous).cast("B"))
+    return InferInput(name, datatype, tuple(array.shape), raw=contiguous.reshape(-1).view(np.uint8).data)
 
 
 def _output_arrays(response: Any) -> dict[str, np.ndarray]:

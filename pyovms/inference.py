@@ -56,8 +56,6 @@ class InferRequest:
     """How many raw buffers came with the request (must be 0 or the number of inputs)."""
     output_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Parameters of requested outputs that have some (shared memory targets), by output name."""
-    uses_shared_memory: bool = False
-    """Whether an input or a requested output names a shared memory region (set by the front ends)."""
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from .errors import ServingError, Status
 from .graphs.graph import Graph
 from .openvino_model import OpenVinoModel
 from .pipeline import Pipeline, PipelineConfig
+from .redaction import redact_paths
 from .remote_storage import Listing, RemoteModelDirectory, is_remote
 from .repository import Model, ModelVersion, Repository, VersionState
 from .version_policy import VersionPolicy
@@ -133,9 +134,10 @@ class ModelManager:
             entry.servable = Pipeline.build(config, self.repository)
         except ServingError as exc:
             # A model it needs is not available: the reason alone, after "Pipeline is not loaded yet".
-            entry.failure = exc.details if exc.status == Status.PIPELINE_DEFINITION_NOT_LOADED_YET else exc.message
+            failure = exc.details if exc.status == Status.PIPELINE_DEFINITION_NOT_LOADED_YET else exc.message
+            entry.failure = redact_paths(failure)
             entry.set_state(VersionState.LOADING, "FAILED_PRECONDITION")
-            log.error("Pipeline %s is not available: %s", config.name, entry.failure)
+            log.error("Pipeline %s is not available: %s", config.name, failure)
             return
         entry.set_state(VersionState.AVAILABLE)
         log.info("Loaded pipeline %s", config.name)
@@ -169,7 +171,7 @@ class ModelManager:
         try:
             version.servable = await Graph.load(entry.name, Path(entry.graph_path), self.repository)
         except ServingError as exc:
-            version.failure = exc.message
+            version.failure = redact_paths(exc.message, [Path(entry.base_path).parent])
             version.set_state(VersionState.LOADING, "FAILED_PRECONDITION")
             log.error("Graph %s is not available: %s", entry.name, exc.message)
         else:
@@ -214,9 +216,10 @@ class ModelManager:
                 raise ServingError(Status.NO_MODEL_VERSION_AVAILABLE, config.base_path)
         except ServingError as exc:
             if not model.versions:
-                if model.failure != exc.message:  # once per distinct error, not at every poll
+                failure = redact_paths(exc.message, [base_path.parent])
+                if model.failure != failure:  # once per distinct error, not at every poll
                     log.error("model %s not loaded: %s", model.name, exc)
-                model.failure = exc.message
+                model.failure = failure
                 return False
             if remote is not None:  # storage unreachable: what is loaded keeps serving, a later poll retries
                 return False
@@ -389,7 +392,7 @@ class ModelManager:
                 OpenVinoModel.load, self.core, model.config, version, path, pool_settings, self.cache_dir
             )
         except Exception as exc:
-            entry.failure = str(exc)
+            entry.failure = redact_paths(str(exc), [base_path.parent])
             entry.set_state(VersionState.LOADING, "UNKNOWN")
             log.error("Error occurred while loading model: %s; version: %d; error: %s", model.name, version, exc)
             return False

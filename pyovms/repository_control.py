@@ -14,6 +14,11 @@ explicit loads and unloads of one model, pipeline or graph.
 
 An explicit load or unload pins the name in that state until config.json changes (`config_watcher.py`): polling of
 version directories goes on for a loaded name, but a polled config.json that did not change never undoes it.
+
+A client's load is confined: a `config` override's base_path must resolve (symlinks followed) inside the repository
+root or a directory config.json already serves a model from, and a URL must lie under a prefix config.json or
+`--model_repository_path` already serves; nothing else is read. Failure reasons name no server path (the model
+manager records them through `redaction.py`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class RepositoryControl:
     watcher: ConfigWatcher
     root: Path | None
     """Where a name that nothing configures is looked for; None: nowhere."""
+    remote_root: str | None = None
+    """`--model_repository_path` when it is a URL: loads from under it are served."""
 
     def index(self, ready_only: bool = False) -> list[RepositoryEntry]:
         """Every version the server knows, then the repository root's other directories; only READY versions when
@@ -73,18 +80,43 @@ class RepositoryControl:
             entries = [entry for entry in entries if entry.state == "READY"]
         return sorted(entries, key=lambda e: (e.name, _version_key(e.version)))
 
-    async def load(self, name: str, parameters: Mapping[str, Any]) -> None:
-        """Load (or reload) `name`; ServingError when it is unknown, the parameters are wrong, or it did not load."""
+    async def load(self, name: str, parameters: Mapping[str, Any], confined: bool = True) -> None:
+        """Load (or reload) `name`; ServingError when it is unknown, the parameters are wrong, or it did not load.
+        A `confined` load (a client's) reads nothing outside the repository (see the module's docstring)."""
         _check_parameters("load", parameters, LOAD_PARAMETERS)
         override = parameters.get("config")
-        model_override = None if override is None else _model_override(name, override, self.root or Path.cwd())
+        model_override = None
+        if override is not None:
+            model_override, given = _model_override(name, override, self.root or Path.cwd())
+            if confined and not self._serves(model_override.base_path):
+                log.warning("Explicit load of %s refused: base_path %s is outside the repository", name, given)
+                raise ServingError(Status.LOAD_OUTSIDE_REPOSITORY, f"name: {name}; base_path: {given}")
         pin = self._pin_for_load(name, model_override)
-        await self.watcher.pin(name, pin)
+        await self.watcher.pin({name: pin})
         log.info("Explicit load of %s finished", name)
         model = self.repository.lookup(name)
         if model is None or not any(v.state == VersionState.AVAILABLE for v in model.versions.values()):
             reason = _failure(model) if model is not None else "it is not configured"
             raise ServingError(Status.REPOSITORY_LOAD_FAILED, f"name: {name}; {reason}")
+
+    def _roots(self) -> list[Path]:
+        """The local directories a client's load may read: the repository root, then those of configured models."""
+        models = self.watcher.configs[0]
+        configured = [Path(m.base_path) for m in models if m.base_path and "://" not in m.base_path]
+        return ([self.root] if self.root is not None else []) + configured
+
+    def _serves(self, base_path: str) -> bool:
+        """Whether `base_path` (resolved, or a URL) lies inside what the server already serves."""
+        if "://" in base_path:
+            return _url_under(base_path, self._remote_prefixes())
+        resolved = Path(base_path).resolve()
+        return any(resolved.is_relative_to(root.resolve()) for root in self._roots())
+
+    def _remote_prefixes(self) -> list[str]:
+        """URL prefixes a client's load may read: `--model_repository_path` and the parents of configured models."""
+        urls = [m.base_path.rstrip("/") for m in self.watcher.configs[0] if "://" in m.base_path]
+        prefixes = [url.rpartition("/")[0] + "/" for url in urls if "/" in url.partition("://")[2]]
+        return prefixes + ([self.remote_root.rstrip("/") + "/"] if self.remote_root else [])
 
     def _pin_for_load(self, name: str, override: ModelConfig | None) -> Pin:
         configured = self.watcher.configured_kind(name)
@@ -98,8 +130,11 @@ class RepositoryControl:
             return Pin(loaded=True)
         directory = None if self.root is None else self.root / name
         if directory is None or name in ("", ".", "..") or "/" in name or not directory.is_dir():
-            where = f"; no directory {directory}" if directory is not None else ""
+            where = "; no such directory in the model repository" if directory is not None else ""
             raise ServingError(Status.MODEL_NAME_MISSING, f"name: {name}{where}")
+        if not directory.resolve().is_relative_to(self.root.resolve()):  # type: ignore[union-attr]
+            log.warning("Explicit load of %s refused: %s leads outside the repository", name, directory)
+            raise ServingError(Status.LOAD_OUTSIDE_REPOSITORY, f"name: {name} is a link out of the model repository")
         if (directory / GRAPH_FILE).is_file():
             return Pin(loaded=True, graph=GraphEntry.from_json({"name": name}, self.root))  # type: ignore[arg-type]
         return Pin(loaded=True, model=ModelConfig(name=name, base_path=str(directory.resolve())))
@@ -127,7 +162,7 @@ class RepositoryControl:
             for entry in model.versions.values()
             if entry.state == VersionState.AVAILABLE and entry.servable is not None
         ]
-        await self.watcher.pin_all({unloaded: Pin(loaded=False) for unloaded in names})
+        await self.watcher.pin({unloaded: Pin(loaded=False) for unloaded in names})
         in_flight = sum(servable.statistics.in_flight for servable in running)
         if in_flight:
             log.info("Unload of %s waits for %d request(s) in flight", name, in_flight)
@@ -179,9 +214,16 @@ def _check_parameters(call: str, parameters: Mapping[str, Any], accepted: frozen
         )
 
 
-def _model_override(name: str, text: Any, directory: Path) -> ModelConfig:
+def _url_under(url: str, prefixes: list[str]) -> bool:
+    """Whether `url` is one of `prefixes` (each ending in `/`) or below one, with no `.` or `..` segment."""
+    if any(part in (".", "..") for part in url.partition("://")[2].split("/")):
+        return False
+    return any(url.rstrip("/") + "/" == prefix or url.startswith(prefix) for prefix in prefixes)
+
+
+def _model_override(name: str, text: Any, directory: Path) -> tuple[ModelConfig, str]:
     """The `config` parameter: OVMS's model `config` object as JSON (its name, when given, must be `name`; a relative
-    base_path is read from `directory`, the repository root)."""
+    base_path is read from `directory`, the repository root), and the base_path as the client gave it."""
     if not isinstance(text, str):
         raise ServingError(Status.REPOSITORY_REQUEST_INVALID, "config must be a JSON string")
     try:
@@ -198,4 +240,4 @@ def _model_override(name: str, text: Any, directory: Path) -> ModelConfig:
         validate_document({"model_config_list": [{"config": entry}]})
     except ServingError as exc:
         raise ServingError(Status.REPOSITORY_REQUEST_INVALID, f"config: {exc.details}") from exc
-    return ModelConfig.from_json(entry, directory)
+    return ModelConfig.from_json(entry, directory), str(entry["base_path"])

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .access import AccessPolicy
 from .config import GRAPH_FILE, GraphEntry, load_config
 from .config_watcher import Configs, ConfigWatcher, sections_of, with_subconfig_models
 from .core import Server
@@ -97,10 +98,20 @@ def _log_started(kind: str, port: int, addresses: list[str], settings: Settings)
 
 
 def _warn_not_served(settings: Settings) -> None:
-    if settings.rest_workers:
-        log.debug("rest_workers %d accepted: REST requests are served by the event loop", settings.rest_workers)
-    for name in settings.extra:
-        log.debug("flag %s accepted; it has no effect yet", name)
+    """One WARNING per accepted flag that has no effect, and for an API key OVMS would read that pyovms does not."""
+    for name, why in settings.unused_flags.items():
+        log.warning("--%s has no effect in pyovms: %s", name, why)
+    if os.environ.get("API_KEY") and settings.api_key is None:
+        log.warning("The API_KEY environment variable is not read: give the key with --api_key_file to require it")
+
+
+def _log_access(settings: Settings) -> None:
+    """What is closed, by header name only (values and the key are never logged)."""
+    if settings.api_key is not None:
+        log.info("API key required on every call but liveness and readiness (Authorization: Bearer)")
+    for wire, restrictions in (("gRPC", settings.grpc_restrictions), ("REST", settings.rest_restrictions)):
+        for group, restriction in restrictions.items():
+            log.info("%s group %s is restricted: header %s", wire, group.value, restriction.header)
 
 
 class StartupError(Exception):
@@ -130,7 +141,9 @@ class ServerRuntime:
             configs, monitoring = _configs(settings)
         except ServingError as exc:
             raise StartupError(f"Couldn't start model manager: {exc.message}") from exc
-        _warn_not_served(settings)
+        if not is_worker():  # a supervisor of workers warned already
+            _warn_not_served(settings)
+        _log_access(settings)
         repository = Repository(PoolSettings(settings.inline_threshold_us * 1e-6, settings.max_queued_requests))
         self.manager = ModelManager(repository, cache_dir=_cache_dir(settings))
         server = self.server = Server(repository, settings.max_image_decoded_bytes)
@@ -140,7 +153,11 @@ class ServerRuntime:
             raise StartupError(f"Couldn't start model manager: {exc.message}") from exc
         watcher = self.watcher = ConfigWatcher(self.manager, configs, settings.config_path)
         server.reloader = lambda: watcher.reload(strict=True)
-        server.control = RepositoryControl(repository, watcher, _repository_root(settings))
+        remote_root = settings.model_repository_path if "://" in (settings.model_repository_path or "") else None
+        server.control = RepositoryControl(repository, watcher, _repository_root(settings), remote_root)
+        server.allow_model_control = settings.allow_model_control
+        if settings.allow_model_control:
+            log.info("Model control is enabled: clients may load and unload models")
         if settings.allow_client_shm:
             server.shared_memory = SharedMemoryRegistry(settings.shm_max_regions, settings.shm_max_bytes)
             log.info("System shared memory is enabled: clients may register regions of /dev/shm")
@@ -154,12 +171,14 @@ class ServerRuntime:
                     settings.grpc_channel_arguments,
                     share_port=settings.grpc_workers > 1,
                     tls=settings.tls,
+                    access=AccessPolicy(settings.grpc_restrictions, settings.api_key),
                 )
             except OSError as exc:
                 raise StartupError(f"Failed to start gRPC server: {exc}") from exc
             _log_started("gRPC", settings.port, settings.grpc_bind_address, settings)
         if settings.rest_port:
-            api = RestApi(server, settings.cors, settings.rest_max_body_size)
+            access = AccessPolicy(settings.rest_restrictions, settings.api_key)
+            api = RestApi(server, settings.cors, settings.rest_max_body_size, access)
             try:
                 self._rest_server = await start_rest_server(
                     api, settings.rest_port, settings.rest_bind_address, share_port=settings.grpc_workers > 1,
@@ -226,9 +245,8 @@ async def _clients_gone(ports: set[int], limit_s: float) -> None:
     last frames (an HTTP/2 window update or ping) are still unread resets the connection, and the client loses an
     answer it was still receiving. Linux only (elsewhere there is nothing to read, and no wait)."""
     deadline = time.monotonic() + limit_s
-    while ports and _established(ports):
+    while ports and (still_open := _established(ports)):
         if time.monotonic() >= deadline:
-            still_open = _established(ports)
             log.info("%d client connection(s) still open %.1f s after the servers stopped", still_open, limit_s)
             return
         await asyncio.sleep(DRAIN_POLL_S)
@@ -273,6 +291,7 @@ def run(settings: Settings, argv: list[str]) -> int:
     configure_logging(settings)
     _report_crashes()
     if settings.grpc_workers > 1 and not is_worker():
+        _warn_not_served(settings)
         return supervise(settings, argv)
     with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
         return runner.run(serve(settings))
@@ -282,6 +301,8 @@ def _repository_root(settings: Settings) -> Path | None:
     """Where explicit loads look for a name that nothing configures: `--model_repository_path`, else config.json's
     directory."""
     if settings.model_repository_path:
+        if "://" in settings.model_repository_path:
+            return None
         return Path(settings.model_repository_path).resolve()
     if settings.config_path:
         return Path(settings.config_path).resolve().parent

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .access import Group, Restriction, Secret
 from .config import ModelConfig
 from .scheduling import DEFAULT_MAX_QUEUED
 from .shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
@@ -66,6 +67,13 @@ class Settings:
     shm_max_regions: int = DEFAULT_MAX_REGIONS
     shm_max_bytes: int = DEFAULT_MAX_BYTES
     """Limits on what clients may register with the system shared memory extension."""
+    allow_model_control: bool = False
+    """Serve load and unload of the repository extension to clients (the index is served either way)."""
+    api_key: Secret | None = None
+    """`--api_key_file`'s key: every call but liveness and readiness must send `Authorization: Bearer <key>`."""
+    grpc_restrictions: dict[Group, Restriction] = field(default_factory=dict)
+    rest_restrictions: dict[Group, Restriction] = field(default_factory=dict)
+    """`--grpc_restricted_protocol` and `--rest_restricted_api`: the header and value each restricted group needs."""
     metrics_enable: bool = False
     metrics_list: str = ""
     config_path: str | None = None
@@ -83,5 +91,5 @@ class Settings:
     """On SIGTERM/SIGINT, how long requests in flight may take to finish before the servers close."""
     event_loop: str = "auto"
     """"uvloop", "asyncio", or "auto" (uvloop when it is installed)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Accepted flags that later features serve (CORS, cleaner intervals, config management ...)."""
+    unused_flags: dict[str, str] = field(default_factory=dict)
+    """OVMS flags given that pyovms does not act on, with the reason (warned about at startup)."""

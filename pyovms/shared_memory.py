@@ -230,6 +230,13 @@ class RequestMemory:
     outputs: dict[str, Target] = field(default_factory=dict)
 
 
+def named_by(request: InferRequest) -> bool:
+    """Whether an input or a requested output of `request` names a shared memory region."""
+    return any(REGION in p for p in request.output_parameters.values()) or any(
+        REGION in tensor.parameters for tensor in request.inputs if tensor.parameters
+    )
+
+
 def _place(parameters: dict[str, Any], what: str) -> tuple[str, int, int]:
     """(region, offset, byte size) of a tensor's shared memory parameters; both region and byte size are needed."""
     region, byte_size, offset = (parameters.get(key) for key in PARAMETERS)
@@ -316,18 +323,15 @@ def write_outputs(held: RequestMemory, response: InferResponse) -> InferResponse
         if target is None:
             outputs.append(output)
             continue
-        if target.placed and not output.raw:
-            placed = {REGION: target.region.name, BYTE_SIZE: target.placed, OFFSET: target.offset}
-            outputs.append(InferOutput(output.name, output.datatype, output.shape, b"", placed))
-            continue
-        size = len(output.raw)
+        size = target.placed if target.placed and not output.raw else len(output.raw)
         if size > target.byte_size:
             raise ServingError(
                 Status.SHM_REGION_OUT_OF_BOUNDS,
                 f"output {output.name}: {size} bytes do not fit in {target.byte_size} bytes at offset {target.offset} "
                 f"of region {target.region.name}",
             )
-        target.region.view(target.offset, size, f"output {output.name}")[:] = output.raw
+        if output.raw:  # not written in place by OpenVINO
+            target.region.view(target.offset, size, f"output {output.name}")[:] = output.raw
         placed = {REGION: target.region.name, BYTE_SIZE: size, OFFSET: target.offset}
         outputs.append(InferOutput(output.name, output.datatype, output.shape, b"", placed))
     response.outputs = outputs

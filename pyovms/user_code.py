@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .redaction import redact_paths
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,11 @@ USER_ERRORS = (Exception, SystemExit)
 server (`except USER_ERRORS` around every call into user code)."""
 
 
-def describe(error: BaseException) -> str:
-    """An exception of user code for a message: its text, named when it is a `sys.exit()`."""
-    return f"SystemExit: {error}" if isinstance(error, SystemExit) else str(error)
+def describe(error: BaseException, typed: bool = False) -> str:
+    """An exception of user code for a client's message: its text with server paths cut (the log keeps them whole),
+    named by its type when `typed` or when it is a `sys.exit()`."""
+    text = redact_paths(str(error))
+    return f"{type(error).__name__}: {text}" if typed or isinstance(error, SystemExit) else text
 
 
 _QUEUED, _RUNNING, _DONE, _CANCELLED, _ABANDONED = range(5)

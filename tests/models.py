@@ -77,6 +77,14 @@ def build_add_two(path: Path) -> Path:
     return _save(ov.Model([_named(ops.add(a, b), "sum")], [a, b], "add_two"), path)
 
 
+def build_simple(path: Path) -> Path:
+    """Triton's example model `simple`: INPUT0, INPUT1 INT32 [1,16]; OUTPUT0 = their sum, OUTPUT1 = their difference."""
+    a = ops.parameter([1, 16], ov.Type.i32, name="INPUT0")
+    b = ops.parameter([1, 16], ov.Type.i32, name="INPUT1")
+    outputs = [_named(ops.add(a, b), "OUTPUT0"), _named(ops.subtract(a, b), "OUTPUT1")]
+    return _save(ov.Model(outputs, [a, b], "simple"), path)
+
+
 def build_two_outputs(path: Path) -> Path:
     """From x FP32 [1,4]: `plus_one` = x + 1, `times_two` = x * 2, `negated` = -x."""
     x = ops.parameter([1, 4], ov.Type.f32, name="x")

@@ -41,7 +41,9 @@ class ServerProcess:
         wait_ready: bool = True,
         timeout: float = 90,
         env: dict[str, str] | None = None,
+        ready_metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
+        """`ready_metadata`: what ServerReady needs when the health group is restricted."""
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.rest_port = free_port()
@@ -59,6 +61,7 @@ class ServerProcess:
             options=[("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)],
         )
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+        self.ready_metadata = ready_metadata
         if wait_ready:
             self.wait_ready(timeout)
 
@@ -72,7 +75,8 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"pyovms exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if self.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=1).ready:
+                request = service_pb2.ServerReadyRequest()
+                if self.stub.ServerReady(request, timeout=1, metadata=self.ready_metadata).ready:
                     return
             except grpc.RpcError:
                 pass

@@ -22,6 +22,7 @@ EX_USAGE = 64
 CORES = os.cpu_count() or 1
 PORT, REST_PORT = str(free_port()), str(free_port())
 SINGLE = ["--model_name", "m", "--model_path", "/nonexistent/model"]
+TWICE = ["--grpc_restricted_protocol", "health,inference:b=2"]
 CONFIG = ["--config_path", "/nonexistent/config.json"]
 
 
@@ -151,6 +152,39 @@ USAGE_ERRORS = {
         "grpc_channel_arguments",
     ),
     "demo_with_config_path": (["--demo", *CONFIG], "--demo"),
+    "restriction_without_colon": (
+        [*SINGLE, "--port", PORT, "--grpc_restricted_protocol", "model-repository"],
+        "grpc_restricted_protocol: expected <groups>:<key>=<value>, got 'model-repository'",
+    ),
+    "restriction_without_value_shows_no_secret": (
+        [*SINGLE, "--port", PORT, "--rest_restricted_api", "model-repository=s3cr3t"],
+        "rest_restricted_api: expected <groups>:<key>=<value>, got 'model-repository=***'",
+    ),
+    "restriction_of_an_unknown_group": (
+        [*SINGLE, "--port", PORT, "--rest_restricted_api", "inference,admin:k=v"],
+        "rest_restricted_api: unknown group 'admin' (known: health, metadata, inference, shared-memory, model-config, "
+        "model-repository, statistics, config, logging, trace)",
+    ),
+    "group_restricted_twice": (
+        [*SINGLE, "--port", PORT, "--grpc_restricted_protocol", "inference:a=1", *TWICE],
+        "grpc_restricted_protocol: group inference is restricted more than once",
+    ),
+    "restriction_with_an_empty_value": (
+        [*SINGLE, "--port", PORT, "--grpc_restricted_protocol", "inference:k="],
+        "grpc_restricted_protocol: the value of k is empty",
+    ),
+    "restriction_with_a_bad_header_name": (
+        [*SINGLE, "--port", PORT, "--grpc_restricted_protocol", "inference:a key=v"],
+        "grpc_restricted_protocol: 'a key' is not a valid header name",
+    ),
+    "restriction_value_file_missing": (
+        [*SINGLE, "--port", PORT, "--rest_restricted_api", "inference:k=@/nonexistent/value"],
+        "rest_restricted_api: cannot read the value of k from /nonexistent/value",
+    ),
+    "api_key_file_missing": (
+        [*SINGLE, "--port", PORT, "--api_key_file", "/nonexistent/key"],
+        "api_key_file: cannot read /nonexistent/key: No such file or directory",
+    ),
 }
 
 

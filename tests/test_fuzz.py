@@ -197,7 +197,7 @@ def _empty_fp16_in_contents() -> pb.ModelInferRequest:
 @example(_empty_fp16_in_contents())  # once an AssertionError: FP16 has no contents field to decode
 def test_grpc_decoding_and_validation_only_raise_serving_errors(registry, message):
     request = converters.infer_request_from_pb(pb.ModelInferRequest.FromString(message.SerializeToString()))
-    if request.uses_shared_memory:
+    if shared_memory.named_by(request):
         held = shared_memory.RequestMemory()
 
         def attach() -> None:
@@ -374,3 +374,137 @@ def pb_live():
     from tritonclient.grpc import service_pb2
 
     return service_pb2.ServerLiveRequest()
+
+
+# ---------------------------------------------------------------------------------------------- access and loads
+
+HEADER_NAMES = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=12)
+HEADER_VALUES = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=16)
+GUARD_KEY, GUARD_ADMIN = "fuzz-key-3e1d", "fuzz-admin-9b7c"
+
+
+@FUZZ
+@given(
+    HEADER_NAMES, HEADER_VALUES, st.none() | HEADER_VALUES, st.booleans(),
+    st.dictionaries(HEADER_NAMES, st.text(max_size=20), max_size=4), st.sampled_from(["", "Bearer ", "bearer  ", "Basic "]),
+)  # fmt: skip
+def test_access_admits_exactly_the_right_header_and_key(name, value, key, probe, headers, scheme):
+    """Random headers beside (or instead of) the right ones: a call passes exactly when its API key (unless it is a
+    probe) and its group's header are the configured ones."""
+    from pyovms.access import AUTHORIZATION, AccessPolicy, Group, Restriction, Secret
+
+    policy = AccessPolicy({Group.INFERENCE: Restriction(name, Secret(value))}, Secret(key) if key else None)
+    offered = {k.lower(): v for k, v in headers.items()}
+    if key is not None and scheme:
+        offered.setdefault(AUTHORIZATION, scheme + key)
+    words = offered.get(AUTHORIZATION, "").split()
+    key_ok = key is None or probe or (len(words) == 2 and words[0].lower() == "bearer" and words[1] == key)
+    denial = policy.check(Group.INFERENCE, probe, offered.get)
+    if not key_ok:
+        assert denial is not None and denial.unauthenticated
+    elif offered.get(name) != value:
+        assert denial is not None and denial.header == name
+    else:
+        assert denial is None
+    assert policy.check(Group.METADATA, True, offered.get) is None  # unrestricted, and a probe
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A server with an API key, model control on and restricted to an admin header, and a model outside its
+    repository that no load may reach."""
+    base = tmp_path_factory.mktemp("guarded")
+    root, outside = base / "repository", base / "outside"
+    models.build_dummy(root / "dummy" / "1" / "model.xml")
+    models.build_add_constant(outside / "evil" / "1" / "model.xml", [1, 10], 100.0)
+    (root / "link").symlink_to(outside / "evil")
+    (base / "key").write_text(GUARD_KEY)
+    args = ["--api_key_file", str(base / "key"), "--allow_model_control"]
+    args += ["--grpc_restricted_protocol", f"model-repository:admin-key={GUARD_ADMIN}"]
+    process = serve_config(root, {"model_config_list": [{"config": {"name": "dummy", "base_path": "dummy"}}]}, *args)
+    process.root, process.outside = root, outside
+    yield process
+    process.stop()
+
+
+def _guarded_infer(server) -> np.ndarray:
+    request = pb.ModelInferRequest(model_name="dummy")
+    request.inputs.add(name="b", datatype="FP32", shape=[1, 10])
+    request.raw_input_contents.append(np.arange(10, dtype=np.float32).tobytes())
+    call = server.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    reply = pb.ModelInferResponse.FromString(
+        call(request.SerializeToString(), timeout=20, metadata=(("authorization", f"Bearer {GUARD_KEY}"),))
+    )
+    return np.frombuffer(reply.raw_output_contents[0], np.float32)
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(["authorization", "triton-grpc-protocol-admin-key", "admin-key"]) | HEADER_NAMES,
+        st.sampled_from([f"Bearer {GUARD_KEY}", GUARD_ADMIN, GUARD_KEY, "Bearer x", ""]) | HEADER_VALUES,
+        max_size=3,
+    ),
+    st.sampled_from(["ServerLive", "ServerMetadata", "RepositoryIndex", "RepositoryModelUnload", "ModelReady"]),
+)
+def test_the_wire_admits_exactly_the_right_headers(guarded, headers, method):
+    """Drawn metadata on drawn calls: UNAUTHENTICATED without the key (probes aside), UNAVAILABLE without the admin
+    header on the repository calls, served otherwise; an unload that is refused leaves the model serving."""
+    keyed = headers.get("authorization", "").strip() == f"Bearer {GUARD_KEY}"
+    admin = headers.get("triton-grpc-protocol-admin-key") == GUARD_ADMIN
+    messages = {
+        "ServerLive": pb.ServerLiveRequest(), "ServerMetadata": pb.ServerMetadataRequest(),
+        "RepositoryIndex": pb.RepositoryIndexRequest(), "ModelReady": pb.ModelReadyRequest(name="dummy"),
+        "RepositoryModelUnload": pb.RepositoryModelUnloadRequest(model_name="no_such_model"),
+    }  # fmt: skip
+    call = guarded.channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+    try:
+        call(messages[method].SerializeToString(), timeout=20, metadata=tuple(headers.items()))
+        code = grpc.StatusCode.OK
+    except grpc.RpcError as exc:
+        code = exc.code()
+    if method != "ServerLive" and not keyed:
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+    elif method.startswith("Repository") and not admin:
+        assert code == grpc.StatusCode.UNAVAILABLE
+    elif method == "RepositoryModelUnload":
+        assert code == grpc.StatusCode.NOT_FOUND  # let through: the name is unknown
+    else:
+        assert code == grpc.StatusCode.OK
+    np.testing.assert_array_equal(_guarded_infer(guarded), np.arange(10) + 1)
+
+
+BASE_PATHS = st.sampled_from(
+    ["dummy", "./dummy", "link", "link/1", "../outside/evil", "dummy/../../outside/evil", "/etc", "/", "~", "..",
+     "OUTSIDE/evil", "ROOT/dummy", "ROOT/../outside/evil", "s3://bucket/evil", "gs://b/../c", "az://c/p", "file:x",
+     "dummy/1", ""]
+) | st.text(st.sampled_from("./~a1:-"), max_size=12)  # fmt: skip
+
+
+@FUZZ
+@given(BASE_PATHS)
+def test_a_load_never_reads_outside_the_repository(guarded, base_path):
+    """Drawn base paths in a load's config: refused INVALID_ARGUMENT, or a load of what the repository holds (which
+    may hold no model: then nothing serves until dummy is loaded again); the model outside (which adds 100) never
+    serves, and no answer names the repository root."""
+    base_path = base_path.replace("OUTSIDE", str(guarded.outside)).replace("ROOT", str(guarded.root))
+    call = guarded.channel.unary_unary("/inference.GRPCInferenceService/RepositoryModelLoad")
+    metadata = (("authorization", f"Bearer {GUARD_KEY}"), ("triton-grpc-protocol-admin-key", GUARD_ADMIN))
+
+    def load(path: str) -> None:
+        request = pb.RepositoryModelLoadRequest(model_name="dummy")
+        request.parameters["config"].string_param = json.dumps({"base_path": path})
+        call(request.SerializeToString(), timeout=60, metadata=metadata)
+
+    try:
+        load(base_path)
+    except grpc.RpcError as exc:
+        assert exc.code() in {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}, exc.details()
+        assert str(guarded.root) not in exc.details().replace(base_path, "")
+    try:
+        served = _guarded_infer(guarded)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.NOT_FOUND, exc.details()  # a load of a directory without a model
+        load("dummy")
+        served = _guarded_infer(guarded)
+    np.testing.assert_array_equal(served, np.arange(10) + 1)

@@ -20,9 +20,7 @@ def test_server_metadata_lists_the_extensions(stub):  # perf_analyzer asks for s
     assert list(metadata.extensions) == [
         "model_configuration",
         "statistics",
-        "model_repository",
-        "model_repository(unload_dependents)",
-    ]
+    ]  # the repository extension is listed with --allow_model_control
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ def test_metadata_readiness_and_statistics_are_those_of_the_wire(server):
     assert (metadata.name, metadata.versions, metadata.platform) == ("dummy", ["1"], "OpenVINO")
     assert [(s.name, s.datatype, s.metadata_shape) for s in metadata.inputs] == [("b", "FP32", [1, 10])]
     assert server.model_ready("dummy") and server.model_ready("chain", "1")
-    assert "model_repository" in server.metadata().extensions
+    assert "model_repository" not in server.metadata().extensions  # as wire clients see it (no --allow_model_control)
     before = server.statistics("dummy", "1")[0].statistics.success.count
     for _ in range(5):
         server.infer("dummy", {"b": X})
@@ -248,3 +248,16 @@ def test_repository_control_in_process(config_path):
         with pytest.raises(pyovms.ServingError) as info:
             server.load_model("ghost")
         assert info.value.status.name == "MODEL_NAME_MISSING"
+
+
+def test_requests_are_views_of_the_callers_arrays_empty_ones_too():
+    """Numeric inputs are passed as the caller's memory (a contiguous array is not copied); empty and 0-d arrays
+    become raw buffers of their size (memoryview.cast refuses shapes with a zero)."""
+    from pyovms.in_process import build_request
+
+    values = np.arange(10, dtype=np.float32).reshape(1, 10)
+    request = build_request("m", {"x": values, "empty": np.zeros((0, 3), np.int32), "scalar": np.float64(2.5)})
+    raw = {tensor.name: tensor.raw for tensor in request.inputs}
+    assert np.frombuffer(raw["x"], np.float32).ctypes.data == values.ctypes.data
+    assert len(raw["empty"]) == 0 and request.inputs[1].shape == (0, 3)
+    assert np.frombuffer(raw["scalar"], np.float64).tolist() == [2.5] and request.inputs[2].shape == ()

@@ -19,7 +19,9 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from . import models
 from .server_process import ServerProcess, free_port, wait_for
@@ -150,18 +152,25 @@ def _ready(stub, name: str, version: str = "") -> bool:
         return False
 
 
+def _served_log(storage: Storage, name: str, url: str, log_path: Path, cache: Path, expected: np.ndarray) -> str:
+    """Serve `url` as `name` (downloads cached in `cache`), check one inference against `expected`; the log."""
+    env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(cache)}
+    server = ServerProcess(["--model_name", name, "--model_path", url], log_path, env=env)
+    try:
+        np.testing.assert_array_equal(_infer(server.stub, name), expected)
+        return server.log()
+    finally:
+        server.stop()
+
+
 def test_single_model_from_storage_and_a_warm_restart(storage, tmp_path):
     storage.create_bucket("single")
     storage.upload("single", "models/plus", _model_dir(tmp_path / "local", {1: 5.0}))
-    env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
     url = f"{storage.scheme}://single/models/plus"
-    for start in ("cold", "warm"):
-        server = ServerProcess(["--model_name", "plus", "--model_path", url], tmp_path / f"log_{start}", env=env)
-        try:
-            np.testing.assert_array_equal(_infer(server.stub, "plus"), X + 5)
-        finally:
-            server.stop()
-    cold, warm = (tmp_path / "log_cold").read_text(), (tmp_path / "log_warm").read_text()
+    cold, warm = (
+        _served_log(storage, "plus", url, tmp_path / f"log_{start}", tmp_path / "cache", X + 5)
+        for start in ("cold", "warm")
+    )
     assert f"{url}/1: downloaded 2 files" in cold
     assert f"{url}/1: unchanged, loaded from the cache" in warm
     assert "downloaded" not in warm
@@ -414,13 +423,7 @@ def test_a_large_download_logs_its_progress(storage, tmp_path):
     local = _model_dir(tmp_path / "local", {1: 3.0})
     (local / "1" / "extra.bin").write_bytes(os.urandom(LARGE_FILE_BYTES))  # not read by OpenVINO, only downloaded
     storage.upload("large", "m", local)
-    env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
-    server = ServerProcess(["--model_name", "large", "--model_path", "s3://large/m"], tmp_path / "log", env=env)
-    try:
-        np.testing.assert_array_equal(_infer(server.stub, "large"), X + 3)
-        log = server.log()
-    finally:
-        server.stop()
+    log = _served_log(storage, "large", "s3://large/m", tmp_path / "log", tmp_path / "cache", X + 3)
     assert "s3://large/m/1: downloading 3 files, 67 MB (large: extra.bin)" in log
     progress = [line.split("s3://large/m/1: ")[1] for line in log.splitlines() if "% downloaded (" in line]
     percents = [int(line.split("%")[0]) for line in progress]  # s3fs reports in parts of 50 MB: 78 %, then 100 %
@@ -448,16 +451,42 @@ def test_staging_left_by_a_dead_download_is_removed_and_a_live_one_is_not(storag
     live = os.open(staging[".1-live"], os.O_RDONLY)  # held as a download in another worker holds it
     fcntl.flock(live, fcntl.LOCK_EX)
     try:
-        env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
-        server = ServerProcess(["--model_name", "m", "--model_path", "s3://staging/m"], tmp_path / "log", env=env)
-        try:
-            np.testing.assert_array_equal(_infer(server.stub, "m"), X + 6)
-            log = server.log()
-        finally:
-            server.stop()
+        log = _served_log(storage, "m", "s3://staging/m", tmp_path / "log", tmp_path / "cache", X + 6)
     finally:
         os.close(live)
     assert f"removing {staging['.1-dead']}, left by a download that did not finish" in log
     assert not staging[".1-dead"].exists()
     assert staging[".1-live"].is_dir() and staging[".1-new"].is_dir()
     assert sorted(p.name for p in cache.iterdir()) == [".1-live", ".1-new", "1"]
+
+
+def test_a_clients_load_stays_under_the_served_prefix(storage, tmp_path):
+    """With model control open, a load may name a URL beside the configured model (same bucket and prefix); another
+    bucket, another prefix or a `..` segment is refused before anything is listed or downloaded."""
+    storage.create_bucket("served")
+    storage.create_bucket("elsewhere")
+    storage.upload("served", "models/a", _model_dir(tmp_path / "local" / "a", {1: 1.0}))
+    storage.upload("served", "models/b", _model_dir(tmp_path / "local" / "b", {1: 2.0}))
+    storage.upload("served", "private/c", _model_dir(tmp_path / "local" / "c", {1: 3.0}))
+    storage.upload("elsewhere", "models/c", _model_dir(tmp_path / "local" / "c", {1: 3.0}))
+    scheme = storage.scheme
+    config = {"model_config_list": [{"config": {"name": "a", "base_path": f"{scheme}://served/models/a"}}]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["--config_path", str(tmp_path / "config.json"), "--allow_model_control"]
+    server = ServerProcess(args, tmp_path / "log", env=env)
+    client = grpcclient.InferenceServerClient(server.address)
+    try:
+        client.load_model("b", config=json.dumps({"base_path": f"{scheme}://served/models/b"}))
+        np.testing.assert_array_equal(_infer(server.stub, "b"), X + 2)
+        for url in (f"{scheme}://elsewhere/models/c", f"{scheme}://served/private/c",
+                    f"{scheme}://served/models/../private/c", f"{scheme}://served/models/./b"):  # fmt: skip
+            with pytest.raises(InferenceServerException) as info:
+                client.load_model("c", config=json.dumps({"base_path": url}))
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+            assert info.value.message() == f"Model path is outside the model repository - name: c; base_path: {url}"
+        assert "c" not in [m.name for m in client.get_model_repository_index().models]
+        assert not [line for line in server.log().splitlines() if "download" in line and "/c/" in line]
+    finally:
+        client.close()
+        server.stop()

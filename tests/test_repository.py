@@ -85,9 +85,7 @@ def test_server_metadata(stub):
     assert list(metadata.extensions) == [
         "model_configuration",
         "statistics",
-        "model_repository",
-        "model_repository(unload_dependents)",
-    ]
+    ]  # the repository extension is listed with --allow_model_control
 
 
 def test_server_metadata_through_tritonclient(client):

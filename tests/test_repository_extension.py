@@ -58,7 +58,9 @@ def build(root: Path) -> Path:
 @pytest.fixture
 def server(tmp_path):
     build(tmp_path)
-    server = ServerProcess(["--config_path", str(tmp_path / "config.json"), "--metrics_enable"], tmp_path / "log")
+    server = ServerProcess(
+        ["--config_path", str(tmp_path / "config.json"), "--metrics_enable", "--allow_model_control"], tmp_path / "log"
+    )
     yield server
     server.stop()
 
@@ -270,7 +272,7 @@ def test_unknown_names_and_bad_parameters(server, clients, kind):
     client = clients[0] if kind == "grpc" else clients[1]
     cases = [
         (lambda: client.load_model("ghost"), "StatusCode.NOT_FOUND", "404",
-         "Model with requested name is not found - name: ghost; no directory "),
+         "Model with requested name is not found - name: ghost; no such directory in the model repository"),
         (lambda: client.unload_model("ghost"), "StatusCode.NOT_FOUND", "404",
          "Model with requested name is not found - name: ghost"),
         (lambda: client.load_model("dummy", config="{not json"), "StatusCode.INVALID_ARGUMENT", "400",

@@ -93,9 +93,7 @@ def test_server_metadata(server):
     assert document["extensions"] == [
         "model_configuration",
         "statistics",
-        "model_repository",
-        "model_repository(unload_dependents)",
-    ]
+    ]  # the repository extension is listed with --allow_model_control
 
 
 @pytest.mark.parametrize("path", ["/v2/models/dummy", "/v2/models/dummy/", "/v2/models/dummy/versions/1"])

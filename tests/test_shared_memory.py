@@ -30,6 +30,7 @@ def build(root: Path) -> Path:
     models.build_two_outputs(root / "three" / "1" / "model.xml")
     models.build_passthrough(root / "string" / "1", models.OV_TYPES["BYTES"], [-1])
     models.build_add_constant(root / "big" / "1" / "model.xml", [1, 65536], 0.5)  # 256 KB: read and written in place
+    models.build_simple(root / "simple" / "1" / "model.xml")
     (root / "double_then_dummy").mkdir()
     (root / "double_then_dummy" / "graph.pbtxt").write_text(graph_repository.GRAPHS["double_then_dummy"])
     (root / "double_then_dummy" / "double.py").write_text(graph_repository.HANDLERS["double.py"])
@@ -39,7 +40,7 @@ def build(root: Path) -> Path:
             "inputs": [{"x": {"node_name": "request", "data_item": "in"}}], "outputs": [{"data_item": "y", "alias": "y"}]}  # fmt: skip
     config = {
         "model_config_list": [{"config": {"name": n, "base_path": n}}
-                              for n in ("dummy", "three", "string", "big", "double_then_dummy")],
+                              for n in ("dummy", "three", "string", "big", "double_then_dummy", "simple")],
         "custom_node_library_config_list": [{"name": "blocking", "base_path": "blocking.py"}],
         "pipeline_config_list": [{"name": "blocking", "inputs": ["in"], "nodes": [node],
                                   "outputs": [{"out": {"node_name": "node", "data_item": "y"}}]}],
@@ -314,17 +315,64 @@ def test_unregister_while_idle_and_while_in_use(server):
         client.close()
 
 
-def test_cuda_shared_memory_is_refused_clearly(server):
-    client = grpcclient.InferenceServerClient(server.address)
-    error = _error(lambda: client.get_cuda_shared_memory_status())
-    assert error.status() == "StatusCode.UNIMPLEMENTED"
+def _region_names(module, client) -> list[str]:
+    status = client.get_system_shared_memory_status()
+    return sorted(status.regions) if module is grpcclient else sorted(region["name"] for region in status)
+
+
+def test_cuda_shared_memory_answers_as_a_server_without_gpus(api):
+    """Status lists no region and unregister answers OK (Triton's CPU-only answers, which its example clients rely
+    on as clean-up); register is refused, and a named region is not found."""
+    module, client, _ = api
+    assert client.unregister_cuda_shared_memory() is None
+    assert client.unregister_cuda_shared_memory("any_name") is None
+    status = client.get_cuda_shared_memory_status()
+    assert (status if module is httpclient else list(status.regions)) == []
+    error = _error(lambda: client.get_cuda_shared_memory_status("missing"))
+    assert error.status() == ("StatusCode.NOT_FOUND" if module is grpcclient else "404")
+    assert error.message() == "Unable to find cuda shared memory region - region: missing"
+    error = _error(lambda: client.register_cuda_shared_memory("r", b"\0" * 64, 0, 64))
+    assert error.status() == ("StatusCode.UNIMPLEMENTED" if module is grpcclient else "501")
     assert error.message() == "CUDA shared memory is not served - pyovms runs on the CPU: use system shared memory"
-    http = httpclient.InferenceServerClient(server.rest_address)
-    error = _error(lambda: http.get_cuda_shared_memory_status())
-    assert error.status() == "501"
-    assert "system_shared_memory" in client.get_server_metadata(as_json=True)["extensions"]
-    client.close()
-    http.close()
+
+
+def test_tritons_shm_client_flow(api):
+    """The flow of Triton's simple_grpc_shm_client.py and simple_http_shm_client.py, step by step: clean up CUDA and
+    system regions, put the outputs and the inputs in regions of their own, infer model `simple`, read the results
+    from shared memory, check the status, unregister."""
+    module, client, _ = api
+    client.unregister_system_shared_memory()
+    client.unregister_cuda_shared_memory()
+    input0 = np.arange(16, dtype=np.int32).reshape(1, 16)
+    input1 = np.ones((1, 16), dtype=np.int32)
+    size = input0.nbytes
+    prefix = f"/pyovms_flow_{os.getpid()}_{module.__name__.split('.')[-1]}"
+    out = shm.create_shared_memory_region("output_data", prefix + "_out", size * 2)
+    inp = shm.create_shared_memory_region("input_data", prefix + "_in", size * 2)
+    try:
+        client.register_system_shared_memory("output_data", prefix + "_out", size * 2)
+        shm.set_shared_memory_region(inp, [input0])
+        shm.set_shared_memory_region(inp, [input1], offset=size)
+        client.register_system_shared_memory("input_data", prefix + "_in", size * 2)
+        inputs = [module.InferInput("INPUT0", [1, 16], "INT32"), module.InferInput("INPUT1", [1, 16], "INT32")]
+        inputs[0].set_shared_memory("input_data", size)
+        inputs[1].set_shared_memory("input_data", size, offset=size)
+        outputs = [
+            _output(module, "OUTPUT0", "output_data", size),
+            _output(module, "OUTPUT1", "output_data", size, size),
+        ]
+        results = client.infer("simple", inputs, outputs=outputs)
+        for name, offset, expected in (("OUTPUT0", 0, input0 + input1), ("OUTPUT1", size, input0 - input1)):
+            shape, parameters = _placed(module, results, name)
+            assert shape == [1, 16] and parameters["shared_memory_region"] == "output_data"
+            values = shm.get_contents_as_numpy(out, np.int32, shape, offset=offset)
+            np.testing.assert_array_equal(values, expected)
+        assert _region_names(module, client) == ["input_data", "output_data"]
+        client.unregister_system_shared_memory()
+        assert _region_names(module, client) == []
+    finally:
+        shm.destroy_shared_memory_region(out)
+        shm.destroy_shared_memory_region(inp)
 
 
 def test_off_unless_enabled(tmp_path):

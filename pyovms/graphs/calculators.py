@@ -26,7 +26,7 @@ from .. import tensors
 from ..errors import ServingError, Status
 from ..repository import check_available, parse_version
 from ..tensor import Tensor
-from ..user_code import USER_ERRORS, run_user_code
+from ..user_code import USER_ERRORS, describe, run_user_code
 from ..validation import check_dims
 from .graph_config import NodeConfig
 from .python_node import EXHAUSTED, PythonModel, next_outputs
@@ -204,7 +204,7 @@ class PythonExecutorCalculator(Calculator):
 
     def _user_error(self, exc: BaseException) -> ServingError:
         log.error("Python node %s: execute failed", self.config.name, exc_info=exc)
-        return ServingError(Status.MEDIAPIPE_EXECUTION_ERROR, f"node {self.config.name}: {type(exc).__name__}: {exc}")
+        return ServingError(Status.MEDIAPIPE_EXECUTION_ERROR, f"node {self.config.name}: {describe(exc, typed=True)}")
 
     async def _generate(self, node: NodeRun, first: bool = False) -> None:
         """The generator's next outputs, at the input timestamp and then one more per yield."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ServingError, Status
 from ..inference import InferOutput, InferRequest, InferResponse, TensorSpec
 from ..statistics import InferStatistics
+from ..user_code import describe
 from ..validation import check_buffers, check_requested_outputs
 from . import packets
 from .calculators import CALCULATORS, Calculator, LoadContext
@@ -288,7 +289,7 @@ class Graph:
             return
         except Exception as exc:
             log.error("graph %s: reading the stream failed", self.name, exc_info=exc)
-            events.put_nowait(("fatal", ServingError(Status.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")))
+            events.put_nowait(("fatal", ServingError(Status.INTERNAL_ERROR, describe(exc, typed=True))))
             return
         run.close_inputs()
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import ServingError, Status
+from ..user_code import describe
 from .graph_config import IMMEDIATE_INPUT_STREAM_HANDLER, SYNC_SET_INPUT_STREAM_HANDLER, NodeConfig, StreamRef
 
 
@@ -272,7 +273,7 @@ class GraphRun:
             self.error = exc
         else:
             log.error("graph node failed", exc_info=exc)
-            self.error = ServingError(Status.MEDIAPIPE_EXECUTION_ERROR, f"{type(exc).__name__}: {exc}")
+            self.error = ServingError(Status.MEDIAPIPE_EXECUTION_ERROR, describe(exc, typed=True))
         self._outputs.put_nowait(None)
         for task in self._tasks:
             task.cancel()

@@ -50,14 +50,11 @@ def infer_request_from_pb(message: pb.ModelInferRequest) -> InferRequest:
     raw = message.raw_input_contents
     raw_count = len(raw)
     inputs = []
-    in_memory = False
     next_raw = 0  # raw buffers belong, in order, to the inputs not in shared memory
     for tensor in message.inputs:
         parameters = parameters_from_pb(tensor.parameters) if tensor.parameters else {}
-        shared = REGION in parameters
-        in_memory = in_memory or shared
         buffer = None
-        if not shared and next_raw < raw_count:
+        if REGION not in parameters and next_raw < raw_count:
             buffer = raw[next_raw]
             next_raw += 1
         inputs.append(
@@ -80,7 +77,6 @@ def infer_request_from_pb(message: pb.ModelInferRequest) -> InferRequest:
         parameters=parameters_from_pb(message.parameters) if message.parameters else {},
         raw_input_count=raw_count,
         output_parameters=output_parameters,
-        uses_shared_memory=in_memory or any(REGION in p for p in output_parameters.values()),
     )
 
 

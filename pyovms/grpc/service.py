@@ -16,10 +16,12 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from ..access import AccessPolicy
 from ..core import Server
 from ..errors import ServingError, Status
 from ..settings import TlsSettings
 from . import converters
+from .access_interceptor import AccessInterceptor
 from .generated import grpc_predict_v2_pb2 as pb
 from .health import add_health_and_reflection
 from .status import grpc_code
@@ -191,11 +193,29 @@ class InferenceService:
 
         return await _answer(context, "SystemSharedMemoryUnregister", call)
 
-    async def cuda_shared_memory(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+    async def cuda_shared_memory_status(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         async def call() -> Message:
-            raise ServingError(Status.CUDA_SHM_NOT_SERVED, "pyovms runs on the CPU: use system shared memory")
+            request = _parse(pb.CudaSharedMemoryStatusRequest, data)
+            self.server.cuda_shared_memory_status(request.name)
+            return pb.CudaSharedMemoryStatusResponse()
 
-        return await _answer(context, "CudaSharedMemory", call)
+        return await _answer(context, "CudaSharedMemoryStatus", call)
+
+    async def cuda_shared_memory_register(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            _parse(pb.CudaSharedMemoryRegisterRequest, data)
+            self.server.register_cuda_shared_memory()
+            return pb.CudaSharedMemoryRegisterResponse()
+
+        return await _answer(context, "CudaSharedMemoryRegister", call)
+
+    async def cuda_shared_memory_unregister(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        async def call() -> Message:
+            request = _parse(pb.CudaSharedMemoryUnregisterRequest, data)
+            self.server.unregister_cuda_shared_memory(request.name)
+            return pb.CudaSharedMemoryUnregisterResponse()
+
+        return await _answer(context, "CudaSharedMemoryUnregister", call)
 
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -235,9 +255,9 @@ class InferenceService:
             "SystemSharedMemoryStatus": self.shared_memory_status,
             "SystemSharedMemoryRegister": self.shared_memory_register,
             "SystemSharedMemoryUnregister": self.shared_memory_unregister,
-            "CudaSharedMemoryStatus": self.cuda_shared_memory,
-            "CudaSharedMemoryRegister": self.cuda_shared_memory,
-            "CudaSharedMemoryUnregister": self.cuda_shared_memory,
+            "CudaSharedMemoryStatus": self.cuda_shared_memory_status,
+            "CudaSharedMemoryRegister": self.cuda_shared_memory_register,
+            "CudaSharedMemoryUnregister": self.cuda_shared_memory_unregister,
         }
         methods: dict[str, grpc.RpcMethodHandler] = {
             name: grpc.unary_unary_rpc_method_handler(fn, response_serializer=_serialize) for name, fn in unary.items()
@@ -256,11 +276,12 @@ async def start_grpc_server(
     channel_arguments: list[tuple[str, Any]],
     share_port: bool = False,
     tls: TlsSettings | None = None,
+    access: AccessPolicy | None = None,
 ) -> grpc.aio.Server:
     """Create, bind and start the gRPC server; raise OSError when an address cannot be bound.
 
     `share_port` sets SO_REUSEPORT so that `--grpc_workers` processes bind the same port; otherwise a port that
-    another process holds is an error, as in OVMS.
+    another process holds is an error, as in OVMS. `access` refuses the calls it denies (restrictions, API key).
     """
     options: dict[str, Any] = {
         "grpc.max_send_message_length": max_message_size,
@@ -271,7 +292,8 @@ async def start_grpc_server(
         "grpc.server_max_unrequested_time_in_server": UNREQUESTED_CALL_WAIT_S,
     }
     options.update(dict(channel_arguments))
-    grpc_server = grpc.aio.server(options=list(options.items()))
+    interceptors = [AccessInterceptor(access, SERVICE_NAME)] if access is not None and access.active else None
+    grpc_server = grpc.aio.server(options=list(options.items()), interceptors=interceptors)
     # Registered methods, not a generic handler: grpc.aio keeps one call requested from gRPC core per registered
     # method (one in all for generic handlers) and takes calls one per event-loop turn, so with a generic handler
     # a ModelInfer call queues behind every stream still being opened (seconds with hundreds of busy streams).

@@ -114,9 +114,6 @@ def parse_infer_request(
     choice = _outputs(document.get("outputs"), parameters)
     request.outputs = list(choice.binary)
     request.output_parameters = choice.parameters
-    request.uses_shared_memory = any(REGION in t.parameters for t in request.inputs) or any(
-        REGION in p for p in choice.parameters.values()
-    )
     return request, choice
 
 

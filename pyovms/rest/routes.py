@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from ..access import Group
 from ..errors import ServingError, Status
 
 _MODEL = r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[0-9]+))?"
@@ -24,34 +25,46 @@ class Route:
     """The handler's name in `pyovms.rest.server`."""
     method: str
     pattern: re.Pattern[str]
+    group: Group | None
+    """The API group a restriction names (`pyovms.access`); None: in no group."""
+    probe: bool = False
+    """A liveness or readiness probe: served without the API key."""
 
 
-def _route(name: str, method: str, pattern: str) -> Route:
-    return Route(name, method, re.compile(pattern))
+def _route(name: str, method: str, pattern: str, group: Group | None, probe: bool = False) -> Route:
+    return Route(name, method, re.compile(pattern), group, probe)
 
 
+_G = Group
 ROUTES: tuple[Route, ...] = (
-    _route("live", "GET", r"/v2/health/live"),
-    _route("ready", "GET", r"/v2/health/ready"),
-    _route("server_metadata", "GET", r"/v2"),
-    _route("all_statistics", "GET", r"/v2/models/stats"),
-    _route("model_ready", "GET", _MODEL + r"/ready"),
-    _route("model_infer", "POST", _MODEL + r"/infer"),
-    _route("model_config", "GET", _MODEL + r"/config"),
-    _route("model_statistics", "GET", _MODEL + r"/stats"),
-    _route("model_metadata", "GET", _MODEL + r"/?"),
-    _route("repository_index", "POST", r"/v2/repository/index"),
-    _route("repository_load", "POST", r"/v2/repository/models/(?P<name>[^/]+)/load"),
-    _route("repository_unload", "POST", r"/v2/repository/models/(?P<name>[^/]+)/unload"),
-    _route("shared_memory_status", "GET", r"/v2/systemsharedmemory(?:/region/(?P<name>[^/]+))?/status"),
-    _route("shared_memory_register", "POST", r"/v2/systemsharedmemory/region/(?P<name>[^/]+)/register"),
-    _route("shared_memory_unregister", "POST", r"/v2/systemsharedmemory(?:/region/(?P<name>[^/]+))?/unregister"),
-    _route("cuda_shared_memory", "GET", r"/v2/cudasharedmemory(?:/region/[^/]+)?/status"),
-    _route("cuda_shared_memory", "POST", r"/v2/cudasharedmemory(?:/region/[^/]+)?/(?:register|unregister)"),
-    _route("config_status", "GET", r"/v1/config"),
-    _route("config_reload", "POST", r"/v1/config/reload"),
-    _route("metrics", "GET", r"/metrics"),
-)
+    _route("live", "GET", r"/v2/health/live", _G.HEALTH, probe=True),
+    _route("ready", "GET", r"/v2/health/ready", _G.HEALTH, probe=True),
+    _route("server_metadata", "GET", r"/v2", _G.METADATA),
+    _route("all_statistics", "GET", r"/v2/models/stats", _G.STATISTICS),
+    _route("model_ready", "GET", _MODEL + r"/ready", _G.HEALTH),
+    _route("model_infer", "POST", _MODEL + r"/infer", _G.INFERENCE),
+    _route("model_config", "GET", _MODEL + r"/config", _G.MODEL_CONFIG),
+    _route("model_statistics", "GET", _MODEL + r"/stats", _G.STATISTICS),
+    _route("model_metadata", "GET", _MODEL + r"/?", _G.METADATA),
+    _route("repository_index", "POST", r"/v2/repository/index", _G.MODEL_REPOSITORY),
+    _route("repository_load", "POST", r"/v2/repository/models/(?P<name>[^/]+)/load", _G.MODEL_REPOSITORY),
+    _route("repository_unload", "POST", r"/v2/repository/models/(?P<name>[^/]+)/unload", _G.MODEL_REPOSITORY),
+    _route("shared_memory_status", "GET", r"/v2/systemsharedmemory(?:/region/(?P<name>[^/]+))?/status",
+           _G.SHARED_MEMORY),
+    _route("shared_memory_register", "POST", r"/v2/systemsharedmemory/region/(?P<name>[^/]+)/register",
+           _G.SHARED_MEMORY),
+    _route("shared_memory_unregister", "POST", r"/v2/systemsharedmemory(?:/region/(?P<name>[^/]+))?/unregister",
+           _G.SHARED_MEMORY),
+    _route("cuda_shared_memory_status", "GET", r"/v2/cudasharedmemory(?:/region/(?P<name>[^/]+))?/status",
+           _G.SHARED_MEMORY),
+    _route("cuda_shared_memory_register", "POST", r"/v2/cudasharedmemory/region/(?P<name>[^/]+)/register",
+           _G.SHARED_MEMORY),
+    _route("cuda_shared_memory_unregister", "POST", r"/v2/cudasharedmemory(?:/region/(?P<name>[^/]+))?/unregister",
+           _G.SHARED_MEMORY),
+    _route("config_status", "GET", r"/v1/config", _G.CONFIG),
+    _route("config_reload", "POST", r"/v1/config/reload", _G.CONFIG),
+    _route("metrics", "GET", r"/metrics", None),
+)  # fmt: skip
 
 METHODS = frozenset({"GET", "POST", "OPTIONS"})
 

@@ -19,13 +19,14 @@ import orjson
 from aiohttp import web
 
 from .. import tensors
+from ..access import AccessPolicy, Group
 from ..core import Server
 from ..errors import ServingError, Status
 from ..inference import ModelMetadata, TensorSpec, VersionStatistics
 from ..settings import CorsSettings, TlsSettings
 from ..statistics import Duration
 from . import routes
-from .infer_codec import encode_infer_response, parse_infer_request
+from .infer_codec import encode_infer_response, parse_infer_request, parse_json
 from .status import http_code
 
 log = logging.getLogger("pyovms.rest")
@@ -137,21 +138,32 @@ class Cors:
 class RestApi:
     """The KServe v2 REST routes (and Triton's config/statistics routes), bound to one core `Server`."""
 
-    def __init__(self, server: Server, cors: CorsSettings, max_body_size: int) -> None:
+    def __init__(
+        self, server: Server, cors: CorsSettings, max_body_size: int, access: AccessPolicy | None = None
+    ) -> None:
         self.server = server
         self.cors = Cors(cors)
         self.max_body_size = max_body_size
+        self.access = access if access is not None and access.active else None
+        """Restrictions and the API key; None when nothing is refused (no check per request then)."""
         self.handlers: dict[str, Handler] = {route.name: getattr(self, route.name) for route in routes.ROUTES}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """aiohttp's entry: route, answer, add CORS headers; never raises."""
-        if request.method == "OPTIONS":
+        """aiohttp's entry: route, check access, answer, add CORS headers; never raises."""
+        if request.method == "OPTIONS":  # a browser's pre-flight carries no credentials
             response = web.Response(status=200)
             self.cors.apply(request, response, preflight=True)
             return response
         try:
-            found = routes.match(request.method, request.raw_path.partition("?")[0])
-            response = await self.handlers[found.route.name](request, found)
+            try:
+                found = routes.match(request.method, request.raw_path.partition("?")[0])
+            except ServingError:
+                refused = self._refused(request, None, probe=request.path.startswith("/v2/health/"))
+                if refused is not None:  # without the key, a wrong URL is answered 401 like the others
+                    return refused
+                raise
+            refused = self._refused(request, found.route.group, found.route.probe)
+            response = refused or await self.handlers[found.route.name](request, found)
         except ServingError as exc:
             log.debug("%s %s: %s", request.method, request.raw_path, exc.message)
             response = _error(exc)
@@ -160,6 +172,23 @@ class RestApi:
         except Exception:
             log.exception("%s %s failed", request.method, request.raw_path)
             response = _error(ServingError(Status.INTERNAL_ERROR))
+        self.cors.apply(request, response)
+        return response
+
+    def _refused(self, request: web.BaseRequest, group: Group | None, probe: bool) -> web.Response | None:
+        """The answer to a call the access policy refuses (401 without the API key, 403 for a restricted group, as
+        Triton answers), or None."""
+        if self.access is None:
+            return None
+        header = request.headers.get
+        denial = self.access.check(group, probe, header)
+        if denial is None:
+            return None
+        if denial.unauthenticated:
+            response = _json({"error": self.access.key_message(header)}, 401)
+            response.headers["WWW-Authenticate"] = "Bearer"
+        else:
+            response = _json({"error": f"This API is restricted, expecting header '{denial.header}'"}, 403)
         self.cors.apply(request, response)
         return response
 
@@ -248,18 +277,23 @@ class RestApi:
         self.server.unregister_shared_memory(found.name)
         return web.Response(status=200)
 
-    async def cuda_shared_memory(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
-        raise ServingError(Status.CUDA_SHM_NOT_SERVED, "pyovms runs on the CPU: use system shared memory")
+    async def cuda_shared_memory_status(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        return _json(self.server.cuda_shared_memory_status(found.name))
+
+    async def cuda_shared_memory_register(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        self.server.register_cuda_shared_memory()
+        return web.Response(status=200)
+
+    async def cuda_shared_memory_unregister(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
+        self.server.unregister_cuda_shared_memory(found.name)
+        return web.Response(status=200)
 
     async def _json_body(self, request: web.BaseRequest) -> dict[str, Any]:
         """A small JSON object body (an empty body is `{}`)."""
         body = await self._read_body(request)
         if not body.strip():
             return {}
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ServingError(Status.REST_BODY_IS_NOT_AN_OBJECT, str(exc)) from None
+        document = parse_json(body)
         if not isinstance(document, dict):
             raise ServingError(Status.REST_BODY_IS_NOT_AN_OBJECT)
         return document
