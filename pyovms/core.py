@@ -96,17 +96,21 @@ class Server:
         self._shared_memory().unregister(name)
 
     def cuda_shared_memory_status(self, name: str = "") -> list[RegionStatus]:
-        """CUDA shared memory, as a server without GPUs answers: no region is registered (a named one is missing)."""
+        """CUDA shared memory, as Triton without GPUs answers: no region is registered (a named one is missing)."""
         if name:
             raise ServingError(Status.CUDA_SHM_REGION_MISSING, f"region: {name}")
         return []
 
     def unregister_cuda_shared_memory(self, name: str = "") -> None:
-        """Nothing to unregister on a server without GPUs: answered OK, as Triton's CPU-only builds do (clients call it
-        as clean-up before using system shared memory)."""
+        """Nothing to unregister without GPUs: OK once shared memory is enabled, as Triton answers (its example
+        clients unregister CUDA regions as clean-up before they use system shared memory)."""
+        self._shared_memory()
 
-    def register_cuda_shared_memory(self) -> None:
-        raise ServingError(Status.CUDA_SHM_NOT_SERVED, "pyovms runs on the CPU: use system shared memory")
+    def register_cuda_shared_memory(self, name: str) -> None:
+        self._shared_memory()
+        raise ServingError(
+            Status.CUDA_SHM_NOT_SERVED, f"failed to register CUDA shared memory region: '{name}', GPUs not supported"
+        )
 
     def _shared_memory(self) -> SharedMemoryRegistry:
         if self.shared_memory is None:

@@ -322,7 +322,7 @@ def _region_names(module, client) -> list[str]:
 
 def test_cuda_shared_memory_answers_as_a_server_without_gpus(api):
     """Status lists no region and unregister answers OK (Triton's CPU-only answers, which its example clients rely
-    on as clean-up); register is refused, and a named region is not found."""
+    on as clean-up); register is refused with Triton's reason, and a named region is not found."""
     module, client, _ = api
     assert client.unregister_cuda_shared_memory() is None
     assert client.unregister_cuda_shared_memory("any_name") is None
@@ -332,8 +332,10 @@ def test_cuda_shared_memory_answers_as_a_server_without_gpus(api):
     assert error.status() == ("StatusCode.NOT_FOUND" if module is grpcclient else "404")
     assert error.message() == "Unable to find cuda shared memory region - region: missing"
     error = _error(lambda: client.register_cuda_shared_memory("r", b"\0" * 64, 0, 64))
-    assert error.status() == ("StatusCode.UNIMPLEMENTED" if module is grpcclient else "501")
-    assert error.message() == "CUDA shared memory is not served - pyovms runs on the CPU: use system shared memory"
+    assert error.status() == ("StatusCode.INVALID_ARGUMENT" if module is grpcclient else "400")
+    assert error.message() == (
+        "CUDA shared memory is not served - failed to register CUDA shared memory region: 'r', GPUs not supported"
+    )
 
 
 def test_tritons_shm_client_flow(api):
@@ -381,9 +383,15 @@ def test_off_unless_enabled(tmp_path):
     client = grpcclient.InferenceServerClient(server.address)
     try:
         assert "system_shared_memory" not in client.get_server_metadata(as_json=True)["extensions"]
-        error = _error(lambda: client.register_system_shared_memory("r", "/key", 8))
-        assert error.status() == "StatusCode.FAILED_PRECONDITION"
-        assert error.message() == "System shared memory is not enabled - start the server with --allow_client_shm"
+        for call in (
+            lambda: client.register_system_shared_memory("r", "/key", 8),
+            lambda: client.unregister_cuda_shared_memory(),  # as Triton refuses it without --allow-client-shm
+            lambda: client.register_cuda_shared_memory("r", b"\0" * 64, 0, 64),
+        ):
+            error = _error(call)
+            assert error.status() == "StatusCode.FAILED_PRECONDITION"
+            assert error.message() == "System shared memory is not enabled - start the server with --allow_client_shm"
+        assert list(client.get_cuda_shared_memory_status().regions) == []
         error = _error(lambda: client.infer("dummy", [_input(grpcclient, "b", X, region="r")]))
         assert error.message() == "System shared memory is not enabled - start the server with --allow_client_shm"
         np.testing.assert_array_equal(client.infer("dummy", [_input(grpcclient, "b", X)]).as_numpy("a"), X + 1)

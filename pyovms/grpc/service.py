@@ -203,8 +203,8 @@ class InferenceService:
 
     async def cuda_shared_memory_register(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         async def call() -> Message:
-            _parse(pb.CudaSharedMemoryRegisterRequest, data)
-            self.server.register_cuda_shared_memory()
+            request = _parse(pb.CudaSharedMemoryRegisterRequest, data)
+            self.server.register_cuda_shared_memory(request.name)
             return pb.CudaSharedMemoryRegisterResponse()
 
         return await _answer(context, "CudaSharedMemoryRegister", call)

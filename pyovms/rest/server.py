@@ -281,7 +281,7 @@ class RestApi:
         return _json(self.server.cuda_shared_memory_status(found.name))
 
     async def cuda_shared_memory_register(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
-        self.server.register_cuda_shared_memory()
+        self.server.register_cuda_shared_memory(found.name)
         return web.Response(status=200)
 
     async def cuda_shared_memory_unregister(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
