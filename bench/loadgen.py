@@ -62,9 +62,16 @@ async def drive(call: Callable[[], Awaitable[object]], concurrency: int, seconds
 
 
 async def grpc_load(
-    address: str, body: bytes, concurrency: int, seconds: float, warmup: float = 1.0, connections: int = 1
+    address: str,
+    body: bytes,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+    connections: int = 1,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> Result:
-    """ModelInfer with `body` (a serialized ModelInferRequest) against the server at `address`.
+    """ModelInfer with `body` (a serialized ModelInferRequest) against the server at `address`, each call with
+    `metadata` (an API key, a restricted group's header).
 
     Calls go round-robin over `connections` channels, each its own TCP connection (a local subchannel pool), so
     that `--grpc_workers` servers, balanced per connection by the kernel, all get work.
@@ -77,7 +84,7 @@ async def grpc_load(
     channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(connections)]
     methods = itertools.cycle([channel.unary_unary(MODEL_INFER) for channel in channels])
     try:
-        return await drive(lambda: next(methods)(body), concurrency, seconds, warmup)
+        return await drive(lambda: next(methods)(body, metadata=metadata or None), concurrency, seconds, warmup)
     finally:
         for channel in channels:
             await channel.close()

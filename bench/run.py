@@ -111,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=["grpc.aio", "h2load"], default="grpc.aio", help="load generator for s1-s3")
     parser.add_argument("--connections", type=int, default=1, help="client connections (spread over --grpc_workers)")
     parser.add_argument("--server-args", default="", help="extra pyovms flags, e.g. '--inline_threshold_us 0'")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gRPC metadata on every s1-s3 call (grpc.aio client), e.g. the header --server-args restricts",
+    )
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="pyovms-bench-"))
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| scenario | model | concurrency | req/s | p50 ms | p90 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
     results: dict[tuple[str, str, int], Result] = {}
+    headers = tuple(tuple(header.split("=", 1)) for header in args.header)
 
     def measure(scenario: str, address: str, model: str, body: bytes, client: str = "grpc.aio") -> None:
         for concurrency in CONCURRENCY[model]:
@@ -135,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             else:
                 runs = [
-                    asyncio.run(grpc_load(address, body, concurrency, args.seconds, connections=args.connections))
+                    asyncio.run(
+                        grpc_load(
+                            address, body, concurrency, args.seconds, connections=args.connections, metadata=headers
+                        )
+                    )
                     for _ in range(args.repeat)
                 ]
             results[scenario, model, concurrency] = median_result(runs)
@@ -143,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     over_grpc = [s for s in args.scenarios if s in plans]
     if over_grpc or "rest" in args.scenarios:
-        server = start_pyovms(config, ["dummy", "heavy", "classifier", "dummy_chain"], args.server_args.split())
+        models = ["dummy", "heavy", "classifier", "dummy_chain"]
+        server = start_pyovms(config, models, args.server_args.split(), metadata=headers)
         try:
             for scenario in over_grpc:
                 for model, body in plans[scenario]:

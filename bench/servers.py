@@ -127,9 +127,12 @@ class Peer:
             self.process.wait(10)
 
 
-def _wait_models_ready(peer: Peer, models: list[str], timeout: float = 180, connections: int = 1) -> Peer:
+def _wait_models_ready(
+    peer: Peer, models: list[str], timeout: float = 180, connections: int = 1, metadata: tuple = ()
+) -> Peer:
     """Wait until `models` are ready, asked over `connections` separate connections (workers sharing a port are
-    reached per connection, so several connections make it likely that every worker has answered ready)."""
+    reached per connection, so several connections make it likely that every worker has answered ready), with
+    `metadata` (what an API key or a restricted health group needs)."""
     from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
 
     deadline = time.monotonic() + timeout
@@ -144,7 +147,8 @@ def _wait_models_ready(peer: Peer, models: list[str], timeout: float = 180, conn
                 "/inference.GRPCInferenceService/ModelReady", response_deserializer=pb.ModelReadyResponse.FromString
             )
             try:
-                if ready(pb.ModelReadyRequest(name=model).SerializeToString(), timeout=1).ready:
+                request = pb.ModelReadyRequest(name=model).SerializeToString()
+                if ready(request, timeout=1, metadata=metadata or None).ready:
                     pending.pop(0)
                     continue
             except grpc.RpcError:
@@ -156,14 +160,14 @@ def _wait_models_ready(peer: Peer, models: list[str], timeout: float = 180, conn
     return peer
 
 
-def start_pyovms(config: Path, models: list[str], extra_args: list[str]) -> Peer:
-    """pyovms serving `config` over gRPC and REST, once `models` are ready."""
+def start_pyovms(config: Path, models: list[str], extra_args: list[str], metadata: tuple = ()) -> Peer:
+    """pyovms serving `config` over gRPC and REST, once `models` are ready (asked with `metadata`)."""
     port, rest_port = free_port(), free_port()
     command = [sys.executable, "-m", "pyovms", "--config_path", str(config), "--port", str(port)]
     command += ["--rest_port", str(rest_port), "--grpc_bind_address", "127.0.0.1", "--rest_bind_address", "127.0.0.1"]
     command += ["--log_level", "WARNING", *extra_args]
     peer = Peer("pyovms", f"127.0.0.1:{port}", subprocess.Popen(command), f"127.0.0.1:{rest_port}")
-    return _wait_models_ready(peer, models, connections=8 if "--grpc_workers" in extra_args else 1)
+    return _wait_models_ready(peer, models, connections=8 if "--grpc_workers" in extra_args else 1, metadata=metadata)
 
 
 def start_mlserver(python: Path, workdir: Path, model: str, model_path: Path) -> Peer:

@@ -24,6 +24,7 @@ from .custom_node import LibraryConfig
 from .errors import ServingError, Status
 from .model_manager import ModelManager
 from .pipeline import PipelineConfig
+from .redaction import redact_paths
 
 log = logging.getLogger("pyovms.config_watcher")
 
@@ -109,8 +110,9 @@ class ConfigWatcher:
                     self.configs = parse_sections(self.config_path)
                 except ServingError as exc:
                     log.error("Reloading config file failed: %s", exc.message)
-                    if strict:
-                        raise ServingError(Status.CONFIG_RELOAD_FAILED, exc.message) from exc
+                    if strict:  # a client asked: the reason without the server's paths
+                        reason = redact_paths(exc.message, [Path(self.config_path).parent])
+                        raise ServingError(Status.CONFIG_RELOAD_FAILED, reason) from exc
                 else:
                     if digest != self._digest:
                         log.info("Configuration file %s changed: applying it", self.config_path)

@@ -69,21 +69,23 @@ def _wait_idle(server: ServerProcess) -> None:
 
 
 def test_full_queue_answers_resource_exhausted_and_recovers(server):
-    """One infer request, two may wait: of ten requests at once, three are served and seven refused at once."""
-    futures = [server.stub.ModelInfer.future(_slow(), timeout=60) for _ in range(10)]
-    codes = []
-    for future in futures:
-        try:
-            future.result()
-            codes.append(grpc.StatusCode.OK)
-        except grpc.RpcError as exc:
-            codes.append(exc.code())
-            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                assert exc.details().startswith(
-                    "Too many requests are waiting for an infer request - 2 requests wait for one of 1 infer requests"
-                )
-    assert codes.count(grpc.StatusCode.OK) == 3
-    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 7
+    """One infer request, two may wait: with one request running (a long one) and two waiting, seven more are refused
+    at once; then all three are served."""
+    held = [server.stub.ModelInfer.future(_slow(SLOW_ROWS * 32), timeout=120)]  # a long one runs first
+    wait_for(lambda: server.gauge("ovms_infer_req_active") == 1)
+    held += [server.stub.ModelInfer.future(_slow(), timeout=120) for _ in range(2)]
+    wait_for(lambda: server.gauge("ovms_current_requests") == 3)  # one running, two waiting: the queue is full
+    refused = []
+    for _ in range(7):
+        with pytest.raises(grpc.RpcError) as info:
+            server.stub.ModelInfer(_slow(), timeout=60)
+        refused.append(info.value.code())
+        assert info.value.details().startswith(
+            "Too many requests are waiting for an infer request - 2 requests wait for one of 1 infer requests"
+        )
+    assert refused == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 7
+    for future in held:
+        assert len(future.result().raw_output_contents) == 1
     _wait_idle(server)
     server.stub.ModelInfer(_slow(8), timeout=60)
 

@@ -170,7 +170,10 @@ def test_an_invalid_file_changes_nothing(manual):
     (root / "config.json").write_text("{ not json")
     status, body = _rest(server, "POST", "/v1/config/reload")
     assert status == 412
-    assert body["error"].startswith("Reloading config file failed. Check server logs for more info. - ")
+    assert body["error"].startswith(
+        "Reloading config file failed. Check server logs for more info. - The file is not valid json - config.json: "
+    )  # the file's name, not the server's path to it (the log has that)
+    assert str(root) not in body["error"] and f"{root / 'config.json'}: " in server.log()
     assert _value(_infer(server.stub, "m")) == 1.0
 
 

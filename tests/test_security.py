@@ -21,6 +21,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -301,6 +302,13 @@ def test_the_api_key_over_grpc(keyed):
         client.close()
     with grpc.insecure_channel(keyed.address) as channel:
         assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status == 1
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        listing = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.RpcError) as info:
+            list(reflection.ServerReflectionInfo(iter([listing]), timeout=10))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        (answer,) = reflection.ServerReflectionInfo(iter([listing]), timeout=10, metadata=tuple(BEARER.items()))
+        assert "inference.GRPCInferenceService" in [s.name for s in answer.list_services_response.service]
 
 
 def test_the_api_key_over_rest(keyed):

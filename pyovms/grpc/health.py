@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from ..core import Server
 from ..errors import ServingError, Status
+from .access_guard import GuardedRegistration
 from .generated import grpc_predict_v2_pb2 as pb
 
 WATCH_PERIOD_S = 1.0
@@ -64,9 +65,10 @@ class HealthService(health_pb2_grpc.HealthServicer):
             await asyncio.sleep(WATCH_PERIOD_S)
 
 
-def add_health_and_reflection(server: Server, grpc_server: grpc.aio.Server, service_name: str) -> None:
-    """Register Health and reflection on `grpc_server`, describing `service_name` and themselves."""
-    health_pb2_grpc.add_HealthServicer_to_server(HealthService(server), grpc_server)
+def add_health_and_reflection(server: Server, registration: GuardedRegistration, service_name: str) -> None:
+    """Register Health and reflection through `registration` (the gRPC server, guarded by the access policy),
+    describing `service_name` and themselves."""
+    health_pb2_grpc.add_HealthServicer_to_server(HealthService(server), registration)
     pool = pb.POOL
     for module in (health_pb2, reflection_pb2):
         try:
@@ -76,4 +78,5 @@ def add_health_and_reflection(server: Server, grpc_server: grpc.aio.Server, serv
             module.DESCRIPTOR.CopyToProto(proto)
             pool.Add(proto)
     names = (service_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, grpc_server, pool=pool)
+    servicer = reflection.aio.ReflectionServicer(names, pool=pool)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, registration)

@@ -21,7 +21,7 @@ from ..core import Server
 from ..errors import ServingError, Status
 from ..settings import TlsSettings
 from . import converters
-from .access_interceptor import AccessInterceptor
+from .access_guard import GuardedRegistration, guarded
 from .generated import grpc_predict_v2_pb2 as pb
 from .health import add_health_and_reflection
 from .status import grpc_code
@@ -292,13 +292,13 @@ async def start_grpc_server(
         "grpc.server_max_unrequested_time_in_server": UNREQUESTED_CALL_WAIT_S,
     }
     options.update(dict(channel_arguments))
-    interceptors = [AccessInterceptor(access, SERVICE_NAME)] if access is not None and access.active else None
-    grpc_server = grpc.aio.server(options=list(options.items()), interceptors=interceptors)
+    grpc_server = grpc.aio.server(options=list(options.items()))
     # Registered methods, not a generic handler: grpc.aio keeps one call requested from gRPC core per registered
     # method (one in all for generic handlers) and takes calls one per event-loop turn, so with a generic handler
     # a ModelInfer call queues behind every stream still being opened (seconds with hundreds of busy streams).
-    grpc_server.add_registered_method_handlers(SERVICE_NAME, InferenceService(server).method_handlers())
-    add_health_and_reflection(server, grpc_server, SERVICE_NAME)
+    handlers = guarded(SERVICE_NAME, InferenceService(server).method_handlers(), access)
+    grpc_server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    add_health_and_reflection(server, GuardedRegistration(grpc_server, access), SERVICE_NAME)
     credentials = _server_credentials(tls) if tls is not None else None
     for address in bind_addresses:
         host = f"[{address}]" if ":" in address and not address.startswith("[") else address
