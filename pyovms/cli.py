@@ -45,9 +45,6 @@ NOT_ACTED_ON: dict[str, str] = {
     "low_latency_transformation": "stateful models are not served",
     "max_sequence_number": "stateful models are not served",
     "idle_sequence_cleanup": "stateful models are not served",
-    "list_models": "config management commands are not served",
-    "add_to_config": "config management commands are not served",
-    "remove_from_config": "config management commands are not served",
 }
 """OVMS flags accepted so that OVMS command lines start unchanged, which pyovms does not act on, with the reason (the
 server warns about each one given). A flag that concerns security is never in this table: it is served or
@@ -68,7 +65,10 @@ def _bool(text: str) -> bool:
 
 
 def _uint(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"negative value: {text}")
     return value
@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint)
     server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint)
     server.add_argument("--log_level", default="INFO", help="TRACE, DEBUG, INFO, WARNING or ERROR")
+    server.add_argument(
+        "--library_log_level",
+        default="WARNING",
+        help="level of the libraries' loggers (storage SDKs and others): TRACE, DEBUG, INFO, WARNING or ERROR",
+    )
     server.add_argument("--log_path", help="log file (default: stderr)")
     server.add_argument("--cache_dir", help="OpenVINO model cache directory")
     server.add_argument("--cpu_extension", help="shared library with custom CPU layers")
@@ -211,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     single.add_argument("--low_latency_transformation", **flag)
     single.add_argument("--max_sequence_number", type=_uint)
     manage = parser.add_argument_group("config management")
-    manage.add_argument("--list_models", **flag)
-    manage.add_argument("--add_to_config")
-    manage.add_argument("--remove_from_config")
+    manage.add_argument("--list_models", **flag, help="OVMS's config management: refused (edit config.json)")
+    manage.add_argument("--add_to_config", help="OVMS's config management: refused (edit config.json)")
+    manage.add_argument("--remove_from_config", help="OVMS's config management: refused (edit config.json)")
+    manage.add_argument("--pull", **flag, help="OVMS's model download: refused (nothing is downloaded)")
     manage.add_argument("--model_repository_path")
     return parser
 
@@ -324,8 +330,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError(
             f"File path provided as an --cpu_extension parameter does not exist in the filesystem: {args.cpu_extension}"
         )
+    for command in ("list_models", "add_to_config", "remove_from_config", "pull"):
+        if getattr(args, command) not in (None, False):
+            raise UsageError(
+                f"--{command} is an OVMS command pyovms does not serve: edit config.json instead (pyovms applies it "
+                "while running), and place models in the repository yourself"
+            )
     if args.log_level not in LOG_LEVELS:
         raise UsageError("log_level should be one of: TRACE, DEBUG, INFO, WARNING, ERROR")
+    if args.library_log_level not in LOG_LEVELS:
+        raise UsageError("library_log_level should be one of: TRACE, DEBUG, INFO, WARNING, ERROR")
     stateful_flags = (args.low_latency_transformation, args.max_sequence_number, args.idle_sequence_cleanup)
     if any(f is not None for f in stateful_flags) and not args.stateful:
         raise UsageError(
@@ -382,6 +396,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ),
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         log_level=args.log_level,
+        library_log_level=args.library_log_level,
         log_path=args.log_path,
         cache_dir=args.cache_dir,
         allow_client_shm=bool(args.allow_client_shm),
@@ -416,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return EX_USAGE
+    except SystemExit as exc:  # argparse: --help (0), or a flag it cannot parse (2, message printed)
+        return EX_USAGE if exc.code == 2 else int(exc.code or 0)
     from .server import run  # imported late: openvino and grpc load only when serving
 
     return run(settings, argv)

@@ -39,15 +39,21 @@ log = logging.getLogger("pyovms.server")
 TRACE = 5
 
 
+def _level(name: str) -> int:
+    return TRACE if name == "TRACE" else getattr(logging, name)
+
+
 def configure_logging(settings: Settings) -> None:
+    """pyovms's loggers at `--log_level`; every library's (storage SDKs, OpenVINO's Python side ...) at
+    `--library_log_level`, WARNING by default, so that their per-request INFO lines (one per storage call) stay out."""
     logging.addLevelName(TRACE, "TRACE")
-    level = TRACE if settings.log_level == "TRACE" else getattr(logging, settings.log_level)
+    level = _level(settings.log_level)
     handler: logging.Handler
     handler = logging.FileHandler(settings.log_path) if settings.log_path else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(process)d][%(name)s][%(levelname)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(_level(settings.library_log_level))
     logging.getLogger("pyovms").setLevel(level)
 
 

@@ -60,6 +60,8 @@ class Settings:
     """TLS for both gRPC and REST; None: plain connections."""
     file_system_poll_wait_seconds: int = 1
     log_level: str = "INFO"
+    library_log_level: str = "WARNING"
+    """The level of every logger outside pyovms (storage SDKs and other libraries)."""
     log_path: str | None = None
     cache_dir: str | None = None
     allow_client_shm: bool = False

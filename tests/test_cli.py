@@ -152,6 +152,16 @@ USAGE_ERRORS = {
         "grpc_channel_arguments",
     ),
     "demo_with_config_path": (["--demo", *CONFIG], "--demo"),
+    "port_not_a_number": ([*SINGLE, "--port", "abc"], "argument --port: expected a whole number, got 'abc'"),
+    "bad_library_log_level": (
+        [*SINGLE, "--port", PORT, "--library_log_level", "LOUD"],
+        "library_log_level should be one of: TRACE, DEBUG, INFO, WARNING, ERROR",
+    ),
+    "config_management_refused": (
+        [*CONFIG, "--port", PORT, "--add_to_config", "m"],
+        "--add_to_config is an OVMS command pyovms does not serve: edit config.json instead",
+    ),
+    "pull_refused": ([*SINGLE, "--port", PORT, "--pull"], "--pull is an OVMS command pyovms does not serve"),
     "restriction_without_colon": (
         [*SINGLE, "--port", PORT, "--grpc_restricted_protocol", "model-repository"],
         "grpc_restricted_protocol: expected <groups>:<key>=<value>, got 'model-repository'",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def _azure(port: int, data: Path) -> tuple[Storage, list[str]]:
         f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
     )
     command = [azurite, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(data), "--silent",
-               "--skipApiVersionCheck"]  # fmt: skip
+               "--skipApiVersionCheck", "--disableTelemetry"]  # fmt: skip
     fs = adlfs.AzureBlobFileSystem(connection_string=connection)
     return Storage("az", fs, {"AZURE_STORAGE_CONNECTION_STRING": connection}), command
 
@@ -490,3 +491,38 @@ def test_a_clients_load_stays_under_the_served_prefix(storage, tmp_path):
     finally:
         client.close()
         server.stop()
+
+
+_LOG_LINE = re.compile(r"^\[[^\]]*\]\[\d+\]\[([^\]]+)\]\[(\w+)\] ")
+
+
+def _library_lines(log: str, levels: tuple[str, ...] = ("DEBUG", "INFO")) -> list[str]:
+    """Log lines of loggers outside pyovms at `levels`."""
+    return [
+        line
+        for line in log.splitlines()
+        if (found := _LOG_LINE.match(line)) and not found.group(1).startswith("pyovms") and found.group(2) in levels
+    ]
+
+
+def test_an_idle_remote_model_writes_no_library_line_per_poll(storage, tmp_path):
+    """At the default levels, a model polled every second in storage logs nothing of its SDK's (Azure logs each
+    request at INFO); `--library_log_level INFO` brings those lines back."""
+    storage.create_bucket("quiet")
+    storage.upload("quiet", "m/1", _model_dir(tmp_path / "local", {1: 1.0, 2: 2.0}) / "1")
+    env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache")}
+    url = f"{storage.scheme}://quiet/m"
+    args = ["--model_name", "m", "--model_path", url, "--file_system_poll_wait_seconds", "1", "--log_level", "INFO"]
+    server = ServerProcess(args, tmp_path / "log", env=env)
+    try:
+        storage.upload("quiet", "m/2", tmp_path / "local" / "2")  # served only after some polls have run
+        wait_for(lambda: _ready(server.stub, "m", "2"), timeout=120)
+        assert _library_lines(server.log()) == []
+    finally:
+        server.stop()
+    if storage.scheme == "az":
+        server = ServerProcess([*args, "--library_log_level", "INFO"], tmp_path / "log_libraries", env=env)
+        try:
+            wait_for(lambda: any(line.split("][")[2].startswith("azure") for line in _library_lines(server.log())))
+        finally:
+            server.stop()
