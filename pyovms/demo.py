@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
+
+from .version import __version__
 
 
 def build_dummy(path: Path) -> Path:
@@ -46,9 +50,43 @@ def default_demo_dir() -> Path:
     return Path(cache) / "pyovms" / "demo"
 
 
+VERSION_FILE = ".pyovms-version"
+"""Which pyovms built a demo repository: one built by this version is served as it is (edits included)."""
+
+
 def build_demo_repository(root: Path | None = None) -> Path:
-    """Write the demo models and their config.json under `root`; return the config path."""
+    """The demo models and their config.json under `root`, built once per pyovms version: built into a fresh
+    directory beside it and renamed into place, so a server never reads a half-written repository; return the config
+    path."""
     root = root or default_demo_dir()
+    config_path = root / "config.json"
+    if _built_by_this_version(root) and config_path.is_file():
+        return config_path
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        _write_demo(staging)
+        if root.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{root.name}-old-", dir=root.parent))
+            os.replace(root, retired / root.name)
+            shutil.rmtree(retired, ignore_errors=True)
+        os.replace(staging, root)
+    except OSError:
+        if not (_built_by_this_version(root) and config_path.is_file()):  # another start put it in place first
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return config_path
+
+
+def _built_by_this_version(root: Path) -> bool:
+    try:
+        return (root / VERSION_FILE).read_text() == __version__
+    except OSError:
+        return False
+
+
+def _write_demo(root: Path) -> None:
     build_dummy(root / "dummy" / "1" / "model.xml")
     build_image_classifier(root / "resnet" / "1" / "model.xml")
     config = {
@@ -57,6 +95,5 @@ def build_demo_repository(root: Path | None = None) -> Path:
             {"config": {"name": "resnet", "base_path": "resnet", "layout": "NHWC:NCHW"}},
         ]
     }
-    config_path = root / "config.json"
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
-    return config_path
+    (root / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (root / VERSION_FILE).write_text(__version__)

@@ -5,7 +5,8 @@ versions downloaded into a local cache and loaded from there like local ones.
   `[cloud]`; a URL whose extra is missing fails with a message naming it.
 - Credentials and endpoints come from OVMS's environment variables, then from each SDK's standard chain:
   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_PROFILE` and `S3_ENDPOINT`
-  (a MinIO or other S3-compatible server; without a scheme it is `http://`, as OVMS reads it);
+  (a MinIO or other S3-compatible server; without a scheme it is `http://`, as OVMS reads it), or the server in the
+  URL itself, OVMS's `s3://host:port/bucket/path`;
   `GOOGLE_APPLICATION_CREDENTIALS` (and `STORAGE_EMULATOR_HOST` for an emulator, read anonymously);
   `AZURE_STORAGE_CONNECTION_STRING`. `azfs://` (Azure Files shares) is refused with a message: no fsspec filesystem
   serves it.
@@ -27,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -54,6 +56,9 @@ STALE_AFTER_S = 60.0
 """A staging directory this old whose lock nobody holds was left by a process that died (the age covers the moment
 between its creation and its lock)."""
 
+_HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]+|\[[0-9A-Fa-f:.]+\]:[0-9]+")
+"""`host:port` (or `[ipv6]:port`) as the first part of an S3 URL."""
+
 Listing = dict[str, tuple[int, str]]
 """A version directory's objects: path relative to it -> (size, ETag or modification stamp)."""
 
@@ -79,8 +84,9 @@ def cache_root() -> Path:
     return Path(tempfile.gettempdir()) / "pyovms-remote"  # a read-only home
 
 
-def _filesystem(scheme: str) -> Any:
-    """The fsspec filesystem of `scheme`, configured from OVMS's environment variables."""
+def _filesystem(scheme: str, endpoint: str | None = None) -> Any:
+    """The fsspec filesystem of `scheme`, configured from OVMS's environment variables (`endpoint`: an S3 server
+    named in the URL itself, before `S3_ENDPOINT`)."""
     if scheme == "azfs":
         raise ServingError(Status.PATH_INVALID, "azfs:// (Azure Files shares) is not served; use az:// (Blob Storage)")
     module, extra = SCHEMES[scheme]
@@ -95,18 +101,33 @@ def _filesystem(scheme: str) -> Any:
         ) from exc
     if scheme == "s3":
         options: dict[str, Any] = {}
-        endpoint = os.environ.get("S3_ENDPOINT")
+        endpoint = endpoint or os.environ.get("S3_ENDPOINT")
         if endpoint:
             options["endpoint_url"] = endpoint if "://" in endpoint else f"http://{endpoint}"
         if os.environ.get("AWS_REGION"):
             options["client_kwargs"] = {"region_name": os.environ["AWS_REGION"]}
         if os.environ.get("AWS_PROFILE"):
             options["profile"] = os.environ["AWS_PROFILE"]
+        if not _aws_credentials():
+            log.info("No AWS credentials in the environment or the SDK's chain: S3 is read anonymously")
+            options["anon"] = True
         return implementation.S3FileSystem(**options)
     if scheme == "gs":
         return implementation.GCSFileSystem(token=_google_credentials(emulator))
     connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     return implementation.AzureBlobFileSystem(**({"connection_string": connection} if connection else {}))
+
+
+def _aws_credentials() -> bool:
+    """Whether the AWS SDK's chain (environment, profiles, instance or container roles) finds credentials; without
+    any, public buckets are read anonymously, as OVMS does."""
+    import botocore.session
+
+    try:
+        return botocore.session.Session(profile=os.environ.get("AWS_PROFILE")).get_credentials() is not None
+    except Exception as exc:  # a profile that does not exist, an unreadable config file
+        log.warning("AWS credentials could not be resolved (%s): S3 is read anonymously", _cause(exc))
+        return False
 
 
 GCS_READ_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
@@ -139,6 +160,11 @@ class RemoteModelDirectory:
 
     def __post_init__(self) -> None:
         self.scheme, rest = self.url.split("://", 1)
+        self.endpoint: str | None = None
+        """An S3 server named in the URL: OVMS's `s3://host:port/bucket/path` (a bucket name holds no `:`)."""
+        first, _, remainder = rest.partition("/")
+        if self.scheme == "s3" and _HOST_PORT.fullmatch(first):
+            self.endpoint, rest = first, remainder
         self.root = rest.rstrip("/")
         self._fs: Any = None
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
@@ -147,22 +173,25 @@ class RemoteModelDirectory:
     @property
     def fs(self) -> Any:
         if self._fs is None:
-            self._fs = _filesystem(self.scheme)
+            self._fs = _filesystem(self.scheme, self.endpoint)
         return self._fs
 
     def listing(self) -> dict[int, Listing]:
         """Every version directory (a positive integer name) with its objects; ServingError naming the URL and the
         cause when the storage cannot be listed."""
+        bucket = self.root.split("/", 1)[0]
         try:
             self.fs.invalidate_cache()
             objects = self.fs.find(self.root, detail=True)
-            bucket = self.root.split("/", 1)[0]
-            if not objects and not self.fs.exists(bucket):  # some stores list a missing bucket as empty
-                raise FileNotFoundError(f"no bucket or container {bucket}")
-        except ServingError:
+            missing = not objects and not self.fs.exists(bucket)  # some stores list a missing bucket as empty
+        except FileNotFoundError:  # the others raise it, each in its own words (gcsfs: `b/<bucket>/o`)
+            missing = True
+        except ServingError:  # the filesystem cannot be set up (a missing extra)
             raise
-        except Exception as exc:  # missing bucket, credentials, network, permissions: a later poll tries again
+        except Exception as exc:  # credentials, network, permissions: a later poll tries again
             raise ServingError(Status.PATH_INVALID, f"{self.url}: {_cause(exc)}") from exc
+        if missing:
+            raise ServingError(Status.PATH_INVALID, f"{self.url}: there is no bucket or container named {bucket}")
         versions: dict[int, Listing] = {}
         prefix = self.root + "/"
         for name, info in objects.items():

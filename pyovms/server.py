@@ -39,6 +39,11 @@ log = logging.getLogger("pyovms.server")
 TRACE = 5
 
 
+REPORTED_BY_PYOVMS = ("gcsfs",)
+"""Libraries that log each error they raise with its traceback (at every retry), where pyovms logs it in one line
+with its cause: quiet unless `--library_log_level` is INFO or lower."""
+
+
 def _level(name: str) -> int:
     return TRACE if name == "TRACE" else getattr(logging, name)
 
@@ -53,8 +58,11 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(process)d][%(name)s][%(levelname)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(_level(settings.library_log_level))
+    library_level = _level(settings.library_log_level)
+    root.setLevel(library_level)
     logging.getLogger("pyovms").setLevel(level)
+    for name in REPORTED_BY_PYOVMS:
+        logging.getLogger(name).setLevel(logging.CRITICAL if library_level >= logging.WARNING else logging.NOTSET)
 
 
 SERVED_SECTIONS = ("pipeline_config_list", "custom_node_library_config_list", "monitoring")
@@ -287,9 +295,21 @@ async def serve(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("Shutting down: not ready; requests in flight have %.1f s to finish", settings.shutdown_grace_s)
+    log.info(
+        "Shutting down: not ready; requests in flight have %.1f s to finish (a second SIGINT or SIGTERM stops at once)",
+        settings.shutdown_grace_s,
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _stop_at_once, signum)
     await runtime.stop(settings.shutdown_grace_s)
     return 0
+
+
+def _stop_at_once(signum: int) -> None:
+    """A second signal during the grace period: requests still in flight are dropped, the process exits now."""
+    log.warning("%s again during the grace period: stopping at once", signal.Signals(signum).name)
+    logging.shutdown()
+    os._exit(128 + signum)
 
 
 def run(settings: Settings, argv: list[str]) -> int:

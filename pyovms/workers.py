@@ -75,15 +75,26 @@ def supervise(settings: Settings, argv: list[str]) -> int:
         while not stopping:
             failed = next((w for w in workers if w.poll() is not None), None)
             if failed is not None:
-                log.error("gRPC worker %d exited with status %d; stopping the others", failed.pid, failed.returncode)
+                log.error("gRPC worker %d %s; stopping the others", failed.pid, _ended(failed.returncode))
                 _stop_all(workers, signal.SIGTERM)
-                return failed.returncode or 1
+                return exit_status(failed.returncode) or 1
             time.sleep(POLL_S)
         statuses = _stop_all(workers, signal.SIGTERM, skip=signalled)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return next((status for status in statuses if status), 0)
+    return next((exit_status(status) for status in statuses if status), 0)
+
+
+def exit_status(returncode: int) -> int:
+    """A child's status as a shell reports it: 128 + N for one killed by signal N (Popen says -N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _ended(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
 
 
 def _stop_all(workers: list[subprocess.Popen[bytes]], signum: int, skip: Collection[int] = ()) -> list[int]:

@@ -336,6 +336,27 @@ def test_demo_builds_repository_in_cache_dir(demo_server):
     assert sorted(names) == ["dummy", "resnet"]
 
 
+def test_the_demo_is_built_once_per_version_and_renamed_into_place(tmp_path):
+    """A second build keeps the first (and an edit to it); a repository of another version is replaced whole, with no
+    staging directory left beside it."""
+    from pyovms.demo import VERSION_FILE, build_demo_repository
+
+    root = tmp_path / "demo"
+    config = build_demo_repository(root)
+    edited = config.read_text() + " "
+    config.write_text(edited)
+    model_file = root / "dummy" / "1" / "model.xml"
+    built = model_file.stat().st_mtime_ns
+    assert build_demo_repository(root) == config and config.read_text() == edited
+    assert model_file.stat().st_mtime_ns == built
+    (root / VERSION_FILE).write_text("0.0.0")
+    (root / "stale").write_text("from an older version")
+    build_demo_repository(root)
+    assert not (root / "stale").exists() and config.read_text() != edited
+    assert (root / VERSION_FILE).read_text() == importlib.metadata.version("pyovms")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["demo"]
+
+
 def test_demo_dummy(demo_server):
     stub = demo_server.stub
     metadata = stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="dummy"), timeout=10)

@@ -29,6 +29,7 @@ from .server_process import ServerProcess, free_port, wait_for
 
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
 SECRET = "secret-never-logged"
+PATH_INVALID = "The provided base path is invalid or doesn't exists"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
 AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's documented development account key
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,8 +242,9 @@ def test_a_missing_bucket_leaves_that_model_out_and_the_others_serve(storage, tm
         np.testing.assert_array_equal(_infer(server.stub, "here"), X + 7)
         assert not _ready(server.stub, "gone")
         log = server.log()
-        assert f"model gone: cannot list {storage.scheme}://no-such-bucket/m: " in log
-        assert SECRET not in log and AZURITE_ACCOUNT_KEY not in log
+        url = f"{storage.scheme}://no-such-bucket/m"
+        assert f"model gone: cannot list {url}: {PATH_INVALID} - {url}: there is no bucket or container named " in log
+        assert SECRET not in log and AZURITE_ACCOUNT_KEY not in log and "Traceback" not in log
     finally:
         server.stop()
 
@@ -526,3 +528,47 @@ def test_an_idle_remote_model_writes_no_library_line_per_poll(storage, tmp_path)
             wait_for(lambda: any(line.split("][")[2].startswith("azure") for line in _library_lines(server.log())))
         finally:
             server.stop()
+
+
+@pytest.mark.parametrize("storage", ["s3"], indirect=True)
+def test_the_s3_server_named_in_the_url(storage, tmp_path):
+    """OVMS's `s3://host:port/bucket/path`: the server comes from the URL (no S3_ENDPOINT set)."""
+    storage.create_bucket("hosted")
+    storage.upload("hosted", "models/plus", _model_dir(tmp_path / "local", {1: 4.0}))
+    endpoint = storage.env["S3_ENDPOINT"]
+    env = {key: value for key, value in storage.env.items() if key != "S3_ENDPOINT"}
+    url = f"s3://{endpoint}/hosted/models/plus"
+    env["PYOVMS_REMOTE_CACHE_DIR"] = str(tmp_path / "cache")
+    server = ServerProcess(["--model_name", "plus", "--model_path", url], tmp_path / "log", env=env)
+    try:
+        np.testing.assert_array_equal(_infer(server.stub, "plus"), X + 4)
+        assert f"{url}/1: downloaded 2 files" in server.log()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("storage", ["s3"], indirect=True)
+def test_s3_without_credentials_is_read_anonymously(storage, tmp_path):
+    """No key in the environment and none in the SDK's chain (no profile files; the instance metadata service is
+    turned off so that nothing leaves 127.0.0.1): a public bucket is read anonymously, as OVMS does."""
+    import boto3
+
+    storage.create_bucket("public")
+    storage.upload("public", "m", _model_dir(tmp_path / "local", {1: 7.0}))
+    client = boto3.client("s3", endpoint_url=f"http://{storage.env['S3_ENDPOINT']}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key=SECRET)  # fmt: skip
+    readable = {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Resource": ["arn:aws:s3:::public", "arn:aws:s3:::public/*"]}  # fmt: skip
+    client.put_bucket_policy(Bucket="public", Policy=json.dumps({"Version": "2012-10-17", "Statement": [readable]}))
+    env = {
+        "S3_ENDPOINT": storage.env["S3_ENDPOINT"],
+        "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true", "PYOVMS_REMOTE_CACHE_DIR": str(tmp_path / "cache"),
+    }  # fmt: skip
+    server = ServerProcess(["--model_name", "m", "--model_path", "s3://public/m"], tmp_path / "log", env=env)
+    try:
+        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 7)
+        assert "No AWS credentials in the environment or the SDK's chain: S3 is read anonymously" in server.log()
+    finally:
+        server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import time
 
@@ -165,3 +166,50 @@ def test_log_path_and_log_level(tmp_path):
     assert "Server ready" in written
     assert "[DEBUG]" not in written  # below the INFO level: the failed request's line is not written
     assert "Server ready" not in process.log_path.read_text()  # the console gets nothing
+
+
+def test_a_second_signal_during_the_grace_period_stops_at_once(tmp_path):
+    """A request held inside a custom node keeps the grace period (120 s) going; a second SIGTERM ends the process
+    at once, with 128 + SIGTERM, saying so."""
+    import json
+    import signal
+    import threading
+
+    from . import python_libraries
+    from .server_process import wait_for
+
+    (tmp_path / "blocking.py").write_text(python_libraries.BLOCKING)
+    node = {"name": "node", "type": "custom", "library_name": "blocking",
+            "params": {"started": str(tmp_path / "started"), "release": str(tmp_path / "release")},
+            "inputs": [{"x": {"node_name": "request", "data_item": "in"}}], "outputs": [{"data_item": "y", "alias": "y"}]}  # fmt: skip
+    config = {
+        "model_config_list": [],
+        "custom_node_library_config_list": [{"name": "blocking", "base_path": "blocking.py"}],
+        "pipeline_config_list": [{"name": "held", "inputs": ["in"], "nodes": [node],
+                                  "outputs": [{"out": {"node_name": "node", "data_item": "y"}}]}],
+    }  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    process = ServerProcess(
+        ["--config_path", str(tmp_path / "config.json"), "--shutdown_grace_seconds", "120"], tmp_path / "log"
+    )
+    request = service_pb2.ModelInferRequest(model_name="held")
+    request.inputs.add(name="in", datatype="FP32", shape=[1, 10])
+    request.raw_input_contents.append(np.zeros((1, 10), dtype=np.float32).tobytes())
+    worker = threading.Thread(target=lambda: _ignore_errors(lambda: process.stub.ModelInfer(request, timeout=180)))
+    try:
+        worker.start()
+        wait_for(lambda: (tmp_path / "started").exists(), timeout=60)
+        process.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "a second SIGINT or SIGTERM stops at once" in process.log(), timeout=60)
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(30) == 128 + signal.SIGTERM
+        assert "SIGTERM again during the grace period: stopping at once" in process.log()
+    finally:
+        (tmp_path / "release").touch()
+        process.stop()
+        worker.join(60)
+
+
+def _ignore_errors(call) -> None:
+    with contextlib.suppress(grpc.RpcError):  # cut off by the second signal
+        call()
