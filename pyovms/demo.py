@@ -2,7 +2,9 @@
 
 - `dummy`: input `b` FP32 [1,10], output `a` = b + 1 (the classic OVMS test model);
 - `resnet`: an image-shaped model with input `0` and output `1463` FP32 [1,1000] (the shapes of OVMS's KServe
-  sample clients), served with `layout NHWC:NCHW` so clients send [1,224,224,3].
+  sample clients), served with `layout NHWC:NCHW` so clients send [1,224,224,3]. Its weights are random: its classes
+  mean nothing.
+- `cat.jpg`: a drawn sample image to send to `resnet` as a JPEG.
 """
 
 from __future__ import annotations
@@ -96,4 +98,24 @@ def _write_demo(root: Path) -> None:
         ]
     }
     (root / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_sample_image(root / SAMPLE_IMAGE)
     (root / VERSION_FILE).write_text(__version__)
+
+
+SAMPLE_IMAGE = "cat.jpg"
+"""A JPEG to send to the demo classifier as BYTES (drawn here: nothing is downloaded)."""
+
+
+def write_sample_image(path: Path) -> Path:
+    """A 320x240 JPEG: a gradient with a disc, so that the server has something to decode and resize."""
+    import cv2
+
+    height, width = 240, 320
+    rows, columns = np.mgrid[0:height, 0:width]
+    image = np.stack([columns * 255 // width, rows * 255 // height, np.full_like(rows, 96)], axis=-1).astype(np.uint8)
+    cv2.circle(image, (width // 2, height // 2), 70, (40, 160, 230), thickness=-1)
+    ok, encoded = cv2.imencode(".jpg", image)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the demo's sample image")
+    path.write_bytes(encoded.tobytes())
+    return path

@@ -77,7 +77,7 @@ def _configs(settings: Settings) -> tuple[Configs, dict]:
         if is_worker():  # the supervisor built it
             return (load_config(default_demo_dir() / "config.json").models, [], [], []), {}
         config_path = build_demo_repository()
-        log.info("Demo repository built in %s", config_path.parent)
+        log.info("Demo repository built in %s (a sample image: %s)", config_path.parent, config_path.parent / "cat.jpg")
         return (load_config(config_path).models, [], [], []), {}
     if settings.config_path:
         config = load_config(settings.config_path)

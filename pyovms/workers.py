@@ -46,7 +46,8 @@ def _prepare(settings: Settings) -> None:
     if settings.demo:
         from .demo import build_demo_repository
 
-        log.info("Demo repository built in %s", build_demo_repository().parent)
+        root = build_demo_repository().parent
+        log.info("Demo repository built in %s (a sample image: %s)", root, root / "cat.jpg")
 
 
 def supervise(settings: Settings, argv: list[str]) -> int:

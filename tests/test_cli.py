@@ -357,6 +357,26 @@ def test_the_demo_is_built_once_per_version_and_renamed_into_place(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["demo"]
 
 
+def test_the_readmes_demo_client_runs_as_written(tmp_path, monkeypatch, capsys):
+    """README's tritonclient example against a demo server whose home is this test's directory (its sample image
+    under ~/.cache/pyovms/demo), on this test's port."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("```python", readme.index("## Talk to the demo")) + len("```python")
+    example = readme[start : readme.index("```", start)]
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    server = ServerProcess(["--demo"], tmp_path / "server.log")
+    try:
+        assert f"(a sample image: {tmp_path}/.cache/pyovms/demo/cat.jpg)" in server.log()
+        exec(example.replace("127.0.0.1:9000", server.address), {})  # as written
+    finally:
+        server.stop()
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith('True name: "dummy"')
+    assert "[[ 1.  2.  3.  4.  5.  6.  7.  8.  9. 10.]]" in printed
+    assert all(0 <= int(line) < 1000 for line in printed[-2:])  # two class indices
+
+
 def test_demo_dummy(demo_server):
     stub = demo_server.stub
     metadata = stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="dummy"), timeout=10)
