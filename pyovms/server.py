@@ -72,12 +72,14 @@ def _configs(settings: Settings) -> tuple[Configs, dict]:
     """The models, pipelines and custom node libraries to serve (config.json, single-model flags or the demo), and
     config.json's `monitoring.metrics` section."""
     if settings.demo:
-        from .demo import build_demo_repository, default_demo_dir
+        from .demo import SAMPLE_IMAGE, build_demo_repository, default_demo_dir
 
         if is_worker():  # the supervisor built it
             return (load_config(default_demo_dir() / "config.json").models, [], [], []), {}
         config_path = build_demo_repository()
-        log.info("Demo repository built in %s (a sample image: %s)", config_path.parent, config_path.parent / "cat.jpg")
+        log.info(
+            "Demo repository built in %s (a sample image: %s)", config_path.parent, config_path.parent / SAMPLE_IMAGE
+        )
         return (load_config(config_path).models, [], [], []), {}
     if settings.config_path:
         config = load_config(settings.config_path)
