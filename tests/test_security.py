@@ -320,6 +320,9 @@ def test_the_api_key_over_rest(keyed):
         assert (status, document, headers["WWW-Authenticate"]) == (401, {"error": MISSING}, "Bearer"), path
         status, document, _ = _rest(keyed.rest_address, method, path, {"Authorization": "Bearer nope"})
         assert (status, document) == (401, {"error": WRONG}), path
+    for path in ("/v2", "/v2/no/such/route"):  # a browser can read the refusal: CORS headers on it too
+        headers = _rest(keyed.rest_address, "GET", path, {"Origin": "http://app.example"})[2]
+        assert headers["Access-Control-Allow-Origin"] == "*"
     client = httpclient.InferenceServerClient(keyed.rest_address)
     try:
         np.testing.assert_array_equal(_infer(client, httpclient, {"Authorization": f"Bearer {KEY}"}), X + 1)

@@ -159,11 +159,12 @@ class RestApi:
                 found = routes.match(request.method, request.raw_path.partition("?")[0])
             except ServingError:
                 refused = self._refused(request, None, probe=request.path.startswith("/v2/health/"))
-                if refused is not None:  # without the key, a wrong URL is answered 401 like the others
-                    return refused
-                raise
-            refused = self._refused(request, found.route.group, found.route.probe)
-            response = refused or await self.handlers[found.route.name](request, found)
+                if refused is None:
+                    raise
+                response = refused  # without the key, a wrong URL is answered 401 like the others
+            else:
+                refused = self._refused(request, found.route.group, found.route.probe)
+                response = refused or await self.handlers[found.route.name](request, found)
         except ServingError as exc:
             log.debug("%s %s: %s", request.method, request.raw_path, exc.message)
             response = _error(exc)
@@ -189,7 +190,6 @@ class RestApi:
             response.headers["WWW-Authenticate"] = "Bearer"
         else:
             response = _json({"error": f"This API is restricted, expecting header '{denial.header}'"}, 403)
-        self.cors.apply(request, response)
         return response
 
     async def live(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
