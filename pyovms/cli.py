@@ -17,7 +17,7 @@ from typing import Any
 from . import access
 from .config import ModelConfig
 from .scheduling import DEFAULT_MAX_QUEUED
-from .settings import DEFAULT_MAX_MESSAGE_SIZE, CorsSettings, Settings, TlsSettings
+from .settings import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_STORAGE_TIMEOUT_S, CorsSettings, Settings, TlsSettings
 from .shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
 from .version import __version__
 
@@ -71,6 +71,16 @@ def _uint(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"negative value: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
     return value
 
 
@@ -138,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         "at once)",
     )
     server.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="config/version poll period")
+    server.add_argument(
+        "--storage_timeout_seconds",
+        type=_positive_float,
+        default=DEFAULT_STORAGE_TIMEOUT_S,
+        help="object storage: connection and read timeout of each request, and the bound on listing a model's "
+        "versions; a model whose storage does not answer in time is marked failed and tried again later",
+    )
     server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint)
     server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint)
     server.add_argument("--log_level", default="INFO", help="TRACE, DEBUG, INFO, WARNING or ERROR")
@@ -395,6 +412,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             args.allowed_origins, args.allowed_methods, args.allowed_headers, bool(args.allow_credentials)
         ),
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        storage_timeout_s=args.storage_timeout_seconds,
         log_level=args.log_level,
         library_log_level=args.library_log_level,
         log_path=args.log_path,

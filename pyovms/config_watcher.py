@@ -101,7 +101,8 @@ class ConfigWatcher:
     async def reload(self, strict: bool = False) -> bool:
         """Re-read config.json if it changed, apply it and rescan versions; True when anything changed.
 
-        `strict` (the REST reload) raises when config.json cannot be read or is invalid; the timer only logs it.
+        `strict` (the REST reload) raises when config.json cannot be read or is invalid, and waits for every model's
+        update; the timer only logs it, and leaves updates slower than one poll period running in the background.
         """
         async with self._lock:
             digest = self._read_digest()
@@ -120,7 +121,7 @@ class ConfigWatcher:
                             log.info("Explicit loads and unloads of %s no longer apply", ", ".join(sorted(self.pins)))
                             self.pins.clear()
                 self._digest = digest
-            return await self._apply()
+            return await self._apply(wait=strict)
 
     async def pin(self, pins: Mapping[str, Pin]) -> bool:
         """Lay explicit loads and unloads over the configuration and apply it (a loaded name is loaded again even when
@@ -129,8 +130,8 @@ class ConfigWatcher:
             self.pins.update(pins)
             return await self._apply(force={name for name, pin in pins.items() if pin.loaded})
 
-    async def _apply(self, force: set[str] | frozenset[str] = frozenset()) -> bool:
-        changed = await self.manager.reload(*self.effective(), force=force)
+    async def _apply(self, force: set[str] | frozenset[str] = frozenset(), wait: bool = True) -> bool:
+        changed = await self.manager.reload(*self.effective(), force=force, wait=wait)
         if changed:
             log.info("Configuration applied: model versions or pipelines changed")
         return changed

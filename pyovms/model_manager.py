@@ -2,14 +2,21 @@
 the repository, and applying a changed configuration (spec §4.4) without stopping what still serves.
 
 Loading runs in worker threads so the event loop keeps answering. Model directories may be local or in object
-storage (`remote_storage.py`). Pipelines and graphs are built over the repository's models, so this module sits
-above `pipeline.py` and `graphs/`, which only read the repository.
+storage (`remote_storage.py`). Each model is updated on its own: a timed step waits at most one poll period for the
+updates it starts, and one that takes longer (a slow storage, a large download) goes on in the background, its model
+left out of the next steps until it ends. A model whose storage fails or does not answer in time is tried again
+after a delay that doubles with each failure (up to a minute).
+
+Pipelines and graphs are built over the repository's models, so this module sits above `pipeline.py` and `graphs/`,
+which only read the repository.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -23,11 +30,14 @@ from .graphs.graph import Graph
 from .openvino_model import OpenVinoModel
 from .pipeline import Pipeline, PipelineConfig
 from .redaction import redact_paths
-from .remote_storage import Listing, RemoteModelDirectory, is_remote
+from .remote_storage import DEFAULT_TIMEOUT_S, Listing, RemoteModelDirectory, is_remote
 from .repository import Model, ModelVersion, Repository, VersionState
 from .version_policy import VersionPolicy
 
 log = logging.getLogger("pyovms.model_manager")
+
+RETRY_MAX_S = 60.0
+"""The longest delay between two attempts to reach a model's storage after failures."""
 
 
 def version_directories(base_path: Path) -> list[int]:
@@ -51,11 +61,23 @@ class ModelManager:
         repository: Repository | None = None,
         core: ov.Core | None = None,
         cache_dir: str | None = None,
+        storage_timeout_s: float = DEFAULT_TIMEOUT_S,
+        poll_s: float = 1.0,
     ) -> None:
         self.repository = repository or Repository()
         self.core = core or ov.Core()
         self.cache_dir = cache_dir
         """OpenVINO's compiled-model cache for the models OVMS caches (`--cache_dir`); None: off."""
+        self.storage_timeout_s = storage_timeout_s
+        self.poll_s = poll_s
+        """The poll period: how long a timed step waits for its updates, and the first delay before a model whose
+        storage failed is tried again."""
+        self._updates: dict[str, asyncio.Task[bool]] = {}
+        """Model updates that outlived the step that started them, by model name."""
+        self._late: set[str] = set()
+        """Models changed by such an update since the last step (the next step rebuilds what runs them)."""
+        self._retries: dict[str, tuple[int, float]] = {}
+        """Models whose storage failed: failures in a row, and when (time.monotonic) to try again."""
         self._graph_sources: dict[str, tuple[GraphEntry, str]] = {}
         """The entry and graph.pbtxt text each loaded graph was built from (a reload rebuilds it when they change)."""
         self._failed_files: dict[str, tuple[str, tuple[int, ...] | None]] = {}
@@ -262,32 +284,75 @@ class ModelManager:
         libraries: Sequence[LibraryConfig] = (),
         graphs: Sequence[GraphEntry] = (),
         force: Collection[str] = (),
+        wait: bool = True,
     ) -> bool:
         """Apply a configuration again (spec §4.4): add new models, retire removed ones, reload a model whose
         configuration changed (its old versions serve until the new ones are loaded), rescan every model's version
         directories, then rebuild the pipelines. The models, pipelines and graphs named in `force` are loaded again
-        even when unchanged (an explicit load). True when anything changed."""
+        even when unchanged (an explicit load). True when anything changed.
+
+        `wait`: wait for every model's update (a client's reload or load); else (the timer) wait at most one poll
+        period and leave slower updates running, picked up by a later step."""
         wanted = {config.name: config for config in configs}
         changed_models = set()
+        for name in [name for name in self._updates if name not in wanted]:
+            await self._cancel_update(name)
         for name, model in list(self.repository.models.items()):
             if name not in wanted:
+                self._retries.pop(name, None)
                 for entry in model.versions.values():
                     if entry.state == VersionState.AVAILABLE:
                         _retire(entry)
                         changed_models.add(name)
-        updates = {}
+        if wait and self._updates:
+            await asyncio.wait(list(self._updates.values()))
+            for name, task in list(self._updates.items()):
+                self._settle(name, task)
+        started = {}
+        now = time.monotonic()
         for config in configs:
+            if config.name in self._updates:
+                continue  # still updating since an earlier step
             model = self.repository.models.get(config.name)
             if model is None or model.config != config or config.name in force:
-                updates[config.name] = self._replace_model(config, model)
+                started[config.name] = asyncio.create_task(self._replace_model(config, model))
+            elif self._retries.get(config.name, (0, now))[1] <= now:
+                started[config.name] = asyncio.create_task(self._load_model(model))
+        if started:
+            await asyncio.wait(started.values(), timeout=None if wait else self.poll_s)
+        for name, task in started.items():
+            self._updates[name] = task
+            if task.done():
+                self._settle(name, task)
             else:
-                updates[config.name] = self._load_model(model)
-        results = await asyncio.gather(*updates.values())
-        changed_models.update(name for name, changed in zip(updates, results, strict=True) if changed)
+                log.debug("model %s: still updating; the next steps leave it out until it ends", name)
+                task.add_done_callback(lambda done, name=name: self._settle(name, done))
+        changed_models |= self._late
+        self._late = set()
         changed_libraries = self._load_libraries(libraries)
         changed = self._reload_pipelines(pipelines, changed_models, changed_libraries, force)
         changed = bool(changed_models or changed_libraries) or changed
         return await self._reload_graphs(graphs, force) or changed
+
+    def _settle(self, name: str, task: asyncio.Task[bool]) -> None:
+        """Take a finished update's outcome (once): its model goes to the next step's changes when it changed."""
+        if self._updates.get(name) is not task:
+            return
+        del self._updates[name]
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("model %s: update failed", name, exc_info=task.exception())
+        elif task.result():
+            self._late.add(name)
+
+    async def _cancel_update(self, name: str) -> None:
+        """Stop a model's update still running (the model was removed): the versions it was loading end."""
+        task = self._updates.pop(name, None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _replace_model(self, config: ModelConfig, old: Model | None) -> bool:
         """Load a new or changed model beside the old one, then switch and retire the old versions."""
@@ -359,18 +424,25 @@ class ModelManager:
             return None
         remote = self._remote.get(base_path)
         if remote is None:
-            remote = self._remote[base_path] = RemoteModelDirectory(base_path)
+            remote = self._remote[base_path] = RemoteModelDirectory(base_path, self.storage_timeout_s)
         return remote
 
     async def _list_remote(self, model: Model, remote: RemoteModelDirectory) -> dict[int, Listing]:
-        """The model's version directories in object storage; an error is logged when it first appears."""
+        """The model's version directories in object storage. An error is logged when it first appears, and the
+        model is tried again after a delay that doubles with each failure in a row."""
         try:
-            listing = await asyncio.to_thread(remote.listing)
+            listing = await remote.list_versions()
         except ServingError as exc:
+            failures = self._retries.get(model.name, (0, 0.0))[0] + 1
+            delay = min(self.poll_s * 2 ** (failures - 1), max(RETRY_MAX_S, self.poll_s))
+            self._retries[model.name] = (failures, time.monotonic() + delay)
             if self._remote_errors.get(model.name) != exc.message:
                 self._remote_errors[model.name] = exc.message
                 log.error("model %s: cannot list %s: %s", model.name, remote.url, exc.message)
+            log.debug("model %s: failure %d in a row to list %s; next attempt in %g s", model.name, failures,
+                      remote.url, delay)  # fmt: skip
             raise
+        self._retries.pop(model.name, None)
         if self._remote_errors.pop(model.name, None) is not None:
             log.info("model %s: %s can be listed again", model.name, remote.url)
         return listing
@@ -384,13 +456,16 @@ class ModelManager:
         try:
             if remote is not None:
                 assert entry.source is not None
-                path = await asyncio.to_thread(remote.fetch, version, entry.source)
+                path = await remote.download(version, entry.source)
             else:
                 path = base_path if base_path.is_file() else base_path / str(version)
             pool_settings = self.repository.pool_settings
             servable = await asyncio.to_thread(
                 OpenVinoModel.load, self.core, model.config, version, path, pool_settings, self.cache_dir
             )
+        except asyncio.CancelledError:  # the model was removed, or the server stops
+            entry.set_state(VersionState.END)
+            raise
         except Exception as exc:
             entry.failure = redact_paths(str(exc), [base_path.parent])
             entry.set_state(VersionState.LOADING, "UNKNOWN")
@@ -404,7 +479,10 @@ class ModelManager:
 
     def unload(self) -> list[OpenVinoModel]:
         """Retire every version (UNLOADING -> END) and release the compiled models and graphs; the model versions
-        retired (whose inferences still running the caller may wait for before the process exits)."""
+        retired (whose inferences still running the caller may wait for before the process exits). Updates still
+        running are cancelled."""
+        for task in self._updates.values():
+            task.cancel()
         for model in list(self.repository.graphs.values()):
             if model.versions[1].state == VersionState.AVAILABLE:
                 self._retire_graph(model)

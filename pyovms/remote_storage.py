@@ -17,12 +17,18 @@ versions downloaded into a local cache and loaded from there like local ones.
   cache never see a half-written one.
 - Downloads are parallel (fsspec's batched `get`) and streamed to files; a download holding a file over 64 MB logs
   its progress (at most every 10 s, and at each quarter). Errors name the URL and the cause, never a secret.
+- One slow or unreachable storage holds up nothing else: each directory talks to its storage on an event loop and in
+  threads of its own (so a client that blocks, as gcsfs's token refresh does, stalls only its model), each request
+  has connection and read timeouts, and a listing answers within `timeout_s` or fails with a message saying so. A
+  listing still running when it times out is waited on again by the next attempt rather than started twice.
 - A download in progress holds a lock on its staging directory (`flock`); staging directories left by a process that
   died mid-download hold none, and the next download of that model removes them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import fcntl
 import hashlib
 import json
@@ -33,9 +39,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ServingError, Status
 
@@ -58,6 +65,10 @@ between its creation and its lock)."""
 
 _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]+|\[[0-9A-Fa-f:.]+\]:[0-9]+")
 """`host:port` (or `[ipv6]:port`) as the first part of an S3 URL."""
+
+DEFAULT_TIMEOUT_S = 10.0
+"""`--storage_timeout_seconds`: the connection and read timeout of each request to storage, and the bound on listing
+a model's versions, retries included."""
 
 Listing = dict[str, tuple[int, str]]
 """A version directory's objects: path relative to it -> (size, ETag or modification stamp)."""
@@ -84,9 +95,12 @@ def cache_root() -> Path:
     return Path(tempfile.gettempdir()) / "pyovms-remote"  # a read-only home
 
 
-def _filesystem(scheme: str, endpoint: str | None = None) -> Any:
+def _filesystem(
+    scheme: str, endpoint: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, loop: Any = None
+) -> Any:
     """The fsspec filesystem of `scheme`, configured from OVMS's environment variables (`endpoint`: an S3 server
-    named in the URL itself, before `S3_ENDPOINT`)."""
+    named in the URL itself, before `S3_ENDPOINT`), with `timeout_s` on each request where the client takes one
+    (Azure's client keeps its own), running its requests on `loop`."""
     if scheme == "azfs":
         raise ServingError(Status.PATH_INVALID, "azfs:// (Azure Files shares) is not served; use az:// (Blob Storage)")
     module, extra = SCHEMES[scheme]
@@ -100,7 +114,10 @@ def _filesystem(scheme: str, endpoint: str | None = None) -> Any:
             Status.PATH_INVALID, f"{scheme}:// paths need {module}: pip install 'pyovms[{extra}]'"
         ) from exc
     if scheme == "s3":
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {
+            "loop": loop,
+            "config_kwargs": {"connect_timeout": timeout_s, "read_timeout": timeout_s},
+        }
         endpoint = endpoint or os.environ.get("S3_ENDPOINT")
         if endpoint:
             options["endpoint_url"] = endpoint if "://" in endpoint else f"http://{endpoint}"
@@ -113,9 +130,9 @@ def _filesystem(scheme: str, endpoint: str | None = None) -> Any:
             options["anon"] = True
         return implementation.S3FileSystem(**options)
     if scheme == "gs":
-        return implementation.GCSFileSystem(token=_google_credentials(emulator))
+        return implementation.GCSFileSystem(token=_google_credentials(emulator), requests_timeout=timeout_s, loop=loop)
     connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-    return implementation.AzureBlobFileSystem(**({"connection_string": connection} if connection else {}))
+    return implementation.AzureBlobFileSystem(loop=loop, **({"connection_string": connection} if connection else {}))
 
 
 def _aws_credentials() -> bool:
@@ -152,11 +169,18 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """Whether a storage client gave up waiting (fsspec's and asyncio's TimeoutError, botocore's Read/Connect
+    TimeoutError, azure-core's ServiceRequest/ResponseTimeoutError)."""
+    return isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__
+
+
 @dataclass
 class RemoteModelDirectory:
     """A model's `base_path` in object storage: its version directories, and local copies of them."""
 
     url: str
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         self.scheme, rest = self.url.split("://", 1)
@@ -167,14 +191,37 @@ class RemoteModelDirectory:
             self.endpoint, rest = first, remainder
         self.root = rest.rstrip("/")
         self._fs: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listing: concurrent.futures.Future[dict[int, Listing]] | None = None
+        """The last listing started: one that is still running is waited on again, not started twice."""
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         self.cache = cache_root() / digest
 
     @property
     def fs(self) -> Any:
         if self._fs is None:
-            self._fs = _filesystem(self.scheme, self.endpoint)
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="pyovms-storage-loop", daemon=True).start()
+            self._fs = _filesystem(self.scheme, self.endpoint, self.timeout_s, self._loop)
         return self._fs
+
+    async def list_versions(self) -> dict[int, Listing]:
+        """`listing` in a thread of its own, bounded by `timeout_s` (ServingError naming the bound when the storage
+        does not answer in time)."""
+        if self._listing is None or self._listing.done():
+            self._listing = _in_thread(self.listing)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(self._listing), self.timeout_s)
+        except TimeoutError:
+            raise ServingError(Status.PATH_INVALID, f"{self.url}: {self._silence()}") from None
+
+    def _silence(self) -> str:
+        """The cause of a request or listing that timed out, in the same words whichever gave up first."""
+        return f"the storage did not answer within {self.timeout_s:g} s (--storage_timeout_seconds)"
+
+    async def download(self, version: int, objects: Listing) -> Path:
+        """`fetch` in a thread of its own (bounded by the requests' timeouts, not overall: large files take time)."""
+        return await asyncio.wrap_future(_in_thread(self.fetch, version, objects))
 
     def listing(self) -> dict[int, Listing]:
         """Every version directory (a positive integer name) with its objects; ServingError naming the URL and the
@@ -189,7 +236,8 @@ class RemoteModelDirectory:
         except ServingError:  # the filesystem cannot be set up (a missing extra)
             raise
         except Exception as exc:  # credentials, network, permissions: a later poll tries again
-            raise ServingError(Status.PATH_INVALID, f"{self.url}: {_cause(exc)}") from exc
+            cause = self._silence() if _is_timeout(exc) else _cause(exc)
+            raise ServingError(Status.PATH_INVALID, f"{self.url}: {cause}") from exc
         if missing:
             raise ServingError(Status.PATH_INVALID, f"{self.url}: there is no bucket or container named {bucket}")
         versions: dict[int, Listing] = {}
@@ -253,6 +301,26 @@ class RemoteModelDirectory:
             raise ServingError(Status.FILE_INVALID, f"{self.url}/{version}: {_cause(exc)}") from exc
         log.info("%s/%d: downloaded %d files, %.1f MB in %.1f s", self.url, version, len(objects), total / 1e6,
                  time.monotonic() - started)  # fmt: skip
+
+
+T = TypeVar("T")
+
+
+def _in_thread(function: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    """Run `function` in a daemon thread of its own: a storage call that hangs neither takes a thread from a shared
+    pool nor holds up the process's exit (an executor's threads are joined at exit)."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="pyovms-storage", daemon=True).start()
+    return future
 
 
 def remove_stale_staging(cache: Path) -> None:

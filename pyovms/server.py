@@ -161,7 +161,12 @@ class ServerRuntime:
             _warn_not_served(settings)
         _log_access(settings)
         repository = Repository(PoolSettings(settings.inline_threshold_us * 1e-6, settings.max_queued_requests))
-        self.manager = ModelManager(repository, cache_dir=_cache_dir(settings))
+        self.manager = ModelManager(
+            repository,
+            cache_dir=_cache_dir(settings),
+            storage_timeout_s=settings.storage_timeout_s,
+            poll_s=settings.file_system_poll_wait_seconds or 1.0,
+        )
         server = self.server = Server(repository, settings.max_image_decoded_bytes)
         try:
             server.metrics = _metrics(settings, monitoring, repository)

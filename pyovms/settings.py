@@ -8,6 +8,7 @@ from typing import Any
 
 from .access import Group, Restriction, Secret
 from .config import ModelConfig
+from .remote_storage import DEFAULT_TIMEOUT_S as DEFAULT_STORAGE_TIMEOUT_S
 from .scheduling import DEFAULT_MAX_QUEUED
 from .shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
 
@@ -59,6 +60,8 @@ class Settings:
     tls: TlsSettings | None = None
     """TLS for both gRPC and REST; None: plain connections."""
     file_system_poll_wait_seconds: int = 1
+    storage_timeout_s: float = DEFAULT_STORAGE_TIMEOUT_S
+    """Connection and read timeout of each request to object storage, and the bound on listing a model's versions."""
     log_level: str = "INFO"
     library_log_level: str = "WARNING"
     """The level of every logger outside pyovms (storage SDKs and other libraries)."""
