@@ -84,9 +84,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_no_effect = "no effect"
+"""The help of the flags in NOT_ACTED_ON: the formatter adds the reason."""
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help with each flag's default (when it has one) and, for the flags pyovms does not act on, why."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        name = action.dest
+        if text == _no_effect and name in NOT_ACTED_ON:
+            return f"accepted for OVMS command lines, no effect: {NOT_ACTED_ON[name]}"
+        default = action.default
+        if default is not None and default is not False and default not in ("", [], argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyovms",
+        formatter_class=_HelpFormatter,
         description="pyovms: OpenVINO models over the KServe v2 API, with OpenVINO Model Server's flags.",
         allow_abbrev=False,
     )
@@ -104,13 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--rest_port", type=_uint, default=0, help="REST server port (0 = off)")
     server.add_argument("--rest_bind_address", default="0.0.0.0", help="comma-separated addresses for REST")
     server.add_argument("--grpc_workers", type=int, default=1, help="number of gRPC server instances")
-    server.add_argument("--grpc_max_threads", type=_uint, help="maximum gRPC server threads")
-    server.add_argument("--grpc_memory_quota", type=_uint, help="gRPC buffer memory quota in bytes")
+    server.add_argument("--grpc_max_threads", type=_uint, help=_no_effect)
+    server.add_argument("--grpc_memory_quota", type=_uint, help=_no_effect)
     server.add_argument("--grpc_channel_arguments", default="", help="k=v,k=v passed to the gRPC server")
     server.add_argument(
         "--grpc_max_message_size", type=_uint, default=DEFAULT_MAX_MESSAGE_SIZE, help="max gRPC message bytes"
     )
-    server.add_argument("--rest_workers", type=int, help="REST worker count (2..10000)")
+    server.add_argument("--rest_workers", type=int, help=_no_effect)
     server.add_argument(
         "--rest_max_body_size", type=_uint, default=DEFAULT_MAX_MESSAGE_SIZE, help="max REST request body bytes"
     )
@@ -155,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="object storage: connection and read timeout of each request, and the bound on listing a model's "
         "versions; a model whose storage does not answer in time is marked failed and tried again later",
     )
-    server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint)
-    server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint)
+    server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint, help=_no_effect)
+    server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint, help=_no_effect)
     server.add_argument("--log_level", default="INFO", help="TRACE, DEBUG, INFO, WARNING or ERROR")
     server.add_argument(
         "--library_log_level",
@@ -165,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--log_path", help="log file (default: stderr)")
     server.add_argument("--cache_dir", help="OpenVINO model cache directory")
-    server.add_argument("--cpu_extension", help="shared library with custom CPU layers")
+    server.add_argument("--cpu_extension", help=_no_effect)
     server.add_argument(
         "--allow_client_shm",
         **flag,
@@ -179,10 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--metrics_enable", **flag, help="serve /metrics on the REST port")
     server.add_argument("--metrics_list", default="", help="comma-separated metric names")
-    server.add_argument("--allowed_origins", default="*")
-    server.add_argument("--allowed_methods", default="*")
-    server.add_argument("--allowed_headers", default="*")
-    server.add_argument("--allow_credentials", **flag)
+    server.add_argument("--allowed_origins", default="*", help="REST CORS: comma-separated origins, or *")
+    server.add_argument("--allowed_methods", default="*", help="REST CORS: comma-separated methods, or *")
+    server.add_argument("--allowed_headers", default="*", help="REST CORS: comma-separated headers, or *")
+    server.add_argument("--allow_credentials", **flag, help="REST CORS: send Access-Control-Allow-Credentials")
     server.add_argument(
         "--api_key_file",
         help="file holding one key: every call but liveness and readiness must send 'Authorization: Bearer <key>'",
@@ -215,29 +234,37 @@ def build_parser() -> argparse.ArgumentParser:
     multi = parser.add_argument_group("multi model")
     multi.add_argument("--config_path", help="config.json (or a directory holding it)")
     single = parser.add_argument_group("single model")
-    single.add_argument("--model_name")
-    single.add_argument("--model_path")
-    single.add_argument("--batch_size")
-    single.add_argument("--shape")
-    single.add_argument("--layout")
-    single.add_argument("--mean")
-    single.add_argument("--scale")
-    single.add_argument("--color_format")
-    single.add_argument("--precision")
+    single.add_argument("--model_name", help="the name the model is served under")
+    single.add_argument(
+        "--model_path", help="model directory (version subdirectories) or file; local, s3://, gs:// or az://"
+    )
+    single.add_argument("--batch_size", help="batch size: a number, a range N:M, or auto")
+    single.add_argument("--shape", help='input shape: (1,3,224,224), auto, or JSON per input {"x": "(1,10)"}')
+    single.add_argument("--layout", help="layout, e.g. NHWC:NCHW (served:model), or JSON per input")
+    single.add_argument("--mean", help=_no_effect)
+    single.add_argument("--scale", help=_no_effect)
+    single.add_argument("--color_format", help=_no_effect)
+    single.add_argument("--precision", help=_no_effect)
     single.add_argument("--model_version_policy", help='JSON, e.g. {"latest": {"num_versions": 2}}')
-    single.add_argument("--nireq", type=_uint, default=0)
-    single.add_argument("--target_device")
+    single.add_argument(
+        "--nireq", type=_uint, default=0, help="OpenVINO infer requests per model version (0 = OpenVINO's optimum)"
+    )
+    single.add_argument("--target_device", help="OpenVINO device (CPU by default)")
     single.add_argument("--plugin_config", help='JSON, e.g. {"NUM_STREAMS": "1"}')
-    single.add_argument("--stateful", **flag)
-    single.add_argument("--idle_sequence_cleanup", **flag)
-    single.add_argument("--low_latency_transformation", **flag)
-    single.add_argument("--max_sequence_number", type=_uint)
+    single.add_argument("--stateful", **flag, help=_no_effect)
+    single.add_argument("--idle_sequence_cleanup", **flag, help=_no_effect)
+    single.add_argument("--low_latency_transformation", **flag, help=_no_effect)
+    single.add_argument("--max_sequence_number", type=_uint, help=_no_effect)
     manage = parser.add_argument_group("config management")
     manage.add_argument("--list_models", **flag, help="OVMS's config management: refused (edit config.json)")
     manage.add_argument("--add_to_config", help="OVMS's config management: refused (edit config.json)")
     manage.add_argument("--remove_from_config", help="OVMS's config management: refused (edit config.json)")
     manage.add_argument("--pull", **flag, help="OVMS's model download: refused (nothing is downloaded)")
-    manage.add_argument("--model_repository_path")
+    manage.add_argument(
+        "--model_repository_path",
+        help="where explicit loads (--allow_model_control) find models that nothing configures (default: "
+        "config.json's directory)",
+    )
     return parser
 
 

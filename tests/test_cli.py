@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -33,10 +34,20 @@ def test_version():
 
 
 def test_help():
+    """Every flag says what it does; those with a default show it; those pyovms does not act on say so and why."""
     result = run_cli("--help")
     assert result.returncode == 0
+    text = re.sub(r"-\s+", "-", " ".join(result.stdout.split()))  # argparse wraps lines, also after hyphens
     for flag in ("--config_path", "--model_name", "--model_path", "--port", "--rest_port", "--grpc_bind_address"):
-        assert flag in result.stdout
+        assert flag in text
+    from pyovms.cli import NOT_ACTED_ON, build_parser
+
+    assert all(action.help for action in build_parser()._actions), "a flag without help"
+    for shown in ("--file_system_poll_wait_seconds FILE_SYSTEM_POLL_WAIT_SECONDS config/version poll period (default: 1)",
+                  "(default: 0.0.0.0)", "--storage_timeout_seconds", "(default: 10.0)", "(default: WARNING)"):  # fmt: skip
+        assert shown in text, shown
+    for name, why in NOT_ACTED_ON.items():
+        assert f"accepted for OVMS command lines, no effect: {' '.join(why.split())}" in text, name
 
 
 # ---------------------------------------------------------------------------------------------- start-up validation
