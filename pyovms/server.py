@@ -2,6 +2,10 @@
 
 Start-up order follows OVMS: the gRPC server answers (live, not ready) before models load; ServerReady turns
 true when the initial load finishes, whatever the outcome of each model.
+
+Shutdown (SIGTERM, SIGINT) keeps answering while load balancers move away: readiness turns false at once, both ports
+stay open and serve every request, new connections too, until no client connection is left or the grace period ends;
+then the servers close (requests still running are cut off) and the models retire.
 """
 
 from __future__ import annotations
@@ -227,24 +231,28 @@ class ServerRuntime:
         await self._loaded.wait()
 
     async def stop(self, grace_s: float) -> None:
-        """Turn not ready, let requests in flight finish for `grace_s` seconds, close the front ends, retire every
-        servable and wait for inferences still running in OpenVINO."""
+        """Turn not ready and go on serving until the clients have left or `grace_s` seconds have passed, close the
+        front ends, retire every servable and wait for inferences still running in OpenVINO."""
+        deadline = time.monotonic() + grace_s
         if self.server is not None:
             self.server.set_ready(False)
         if self._loader is not None:
             self._loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loader
-        await self._stop_front_ends(grace_s)
+        await _clients_gone(self._ports(), grace_s, "the grace period ended")
+        await self._stop_front_ends(max(0.0, deadline - time.monotonic()))
         if self.manager is not None:
             retired = self.manager.unload()
             # Requests cut off by the grace period may leave inferences running in OpenVINO: let them end first.
             await asyncio.to_thread(lambda: [model.pool.wait_finished() for model in retired])
         if self.server is not None and self.server.shared_memory is not None:
             self.server.shared_memory.unregister()
-        ports = {port for port in (self.settings.port, self.settings.rest_port) if port}
-        await _clients_gone(ports, DRAIN_S)
+        await _clients_gone(self._ports(), DRAIN_S, "the servers stopped")
         self._grpc_server = self._rest_server = None
+
+    def _ports(self) -> set[int]:
+        return {port for port in (self.settings.port, self.settings.rest_port) if port}
 
     async def _stop_front_ends(self, grace_s: float) -> None:
         stopping = []
@@ -260,15 +268,16 @@ DRAIN_S = 1.0
 DRAIN_POLL_S = 0.01
 
 
-async def _clients_gone(ports: set[int], limit_s: float) -> None:
-    """Wait, at most `limit_s`, until no client connection to `ports` is open. The front ends have sent their last
-    answers and told clients to go (gRPC GOAWAY, REST connections closed), but a process that exits while a client's
-    last frames (an HTTP/2 window update or ping) are still unread resets the connection, and the client loses an
-    answer it was still receiving. Linux only (elsewhere there is nothing to read, and no wait)."""
+async def _clients_gone(ports: set[int], limit_s: float, after: str) -> None:
+    """Wait, at most `limit_s`, until no client connection to `ports` is open. Used twice at shutdown: while the
+    servers still serve (the grace period: a client connected may still send), and after they stopped (they have
+    sent their last answers and told clients to go, but a process that exits while a client's last frames, an HTTP/2
+    window update or ping, are still unread resets the connection, and the client loses an answer it was still
+    receiving). Linux only (elsewhere there is nothing to read, and no wait)."""
     deadline = time.monotonic() + limit_s
     while ports and (still_open := _established(ports)):
         if time.monotonic() >= deadline:
-            log.info("%d client connection(s) still open %.1f s after the servers stopped", still_open, limit_s)
+            log.info("%d client connection(s) still open when %s", still_open, after)
             return
         await asyncio.sleep(DRAIN_POLL_S)
 
@@ -303,7 +312,8 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info(
-        "Shutting down: not ready; requests in flight have %.1f s to finish (a second SIGINT or SIGTERM stops at once)",
+        "Shutting down: not ready; serving until the clients have left, for %.1f s at most (a second SIGINT or SIGTERM "
+        "stops at once)",
         settings.shutdown_grace_s,
     )
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -27,6 +27,7 @@ log = logging.getLogger("pyovms.workers")
 WORKER_ENV = "PYOVMS_GRPC_WORKER"
 """Set in a worker's environment to its index; a worker never starts workers of its own."""
 STOP_TIMEOUT_S = 30.0
+"""How long a stopped worker may take beyond its grace period before it is killed."""
 POLL_S = 0.1
 _PR_SET_PDEATHSIG = 1
 
@@ -77,10 +78,10 @@ def supervise(settings: Settings, argv: list[str]) -> int:
             failed = next((w for w in workers if w.poll() is not None), None)
             if failed is not None:
                 log.error("gRPC worker %d %s; stopping the others", failed.pid, _ended(failed.returncode))
-                _stop_all(workers, signal.SIGTERM)
+                _stop_all(workers, signal.SIGTERM, settings.shutdown_grace_s)
                 return exit_status(failed.returncode) or 1
             time.sleep(POLL_S)
-        statuses = _stop_all(workers, signal.SIGTERM, skip=signalled)
+        statuses = _stop_all(workers, signal.SIGTERM, settings.shutdown_grace_s, skip=signalled)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -98,18 +99,22 @@ def _ended(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
-def _stop_all(workers: list[subprocess.Popen[bytes]], signum: int, skip: Collection[int] = ()) -> list[int]:
-    """Signal the workers still running (but those in `skip`), wait for them, kill the stragglers; exit statuses."""
+def _stop_all(
+    workers: list[subprocess.Popen[bytes]], signum: int, grace_s: float, skip: Collection[int] = ()
+) -> list[int]:
+    """Signal the workers still running (but those in `skip`), wait for them (their grace period and
+    STOP_TIMEOUT_S), kill the stragglers; exit statuses."""
     for worker in workers:
         if worker.poll() is None and worker.pid not in skip:
             worker.send_signal(signum)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    limit_s = grace_s + STOP_TIMEOUT_S
+    deadline = time.monotonic() + limit_s
     statuses = []
     for worker in workers:
         try:
             statuses.append(worker.wait(max(0.0, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
-            log.error("gRPC worker %d did not stop in %.0f s; killing it", worker.pid, STOP_TIMEOUT_S)
+            log.error("gRPC worker %d did not stop in %.0f s; killing it", worker.pid, limit_s)
             worker.kill()
             statuses.append(worker.wait())
     return statuses

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import time
 
 import grpc
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from . import models
-from .server_process import ServerProcess
+from .server_process import ServerProcess, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +143,53 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(tmp_path
         else:
             assert "error" not in outcome, outcome.get("error")
             assert list(outcome["response"].outputs[0].shape) == [rows, 1024]
+        process.channel.close()  # the last client leaves: the server need not wait for the rest of its grace period
         assert process.process.wait(60) == 0
         log = process.log()
-        assert f"Shutting down: not ready; requests in flight have {float(grace):.1f} s to finish" in log
+        assert f"Shutting down: not ready; serving until the clients have left, for {float(grace):.1f} s at most" in log
+    finally:
+        process.stop()
+
+
+def test_during_the_grace_period_both_ports_answer_new_clients_and_readiness_is_false(tmp_path):
+    """After SIGTERM, with a client still connected (so the grace period goes on): a new gRPC connection and a new
+    REST connection are served (inference answers, ServerReady and REST ready say not ready, liveness says live)
+    instead of being refused; once every client has left, the server exits at once with 0, long before the grace
+    period (120 s) ends."""
+    import signal
+    import urllib.error
+    import urllib.request
+
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    process = ServerProcess(
+        ["--model_name", "dummy", "--model_path", str(tmp_path / "dummy"), "--shutdown_grace_seconds", "120"],
+        tmp_path / "log",
+    )
+    request = service_pb2.ModelInferRequest(model_name="dummy")
+    request.inputs.add(name="b", datatype="FP32", shape=[1, 10])
+    request.raw_input_contents.append(np.ones((1, 10), dtype=np.float32).tobytes())
+    try:
+        process.stub.ModelInfer(request, timeout=30)  # the harness's channel stays connected
+        process.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "Shutting down: not ready" in process.log(), timeout=60)
+        with grpc.insecure_channel(process.address) as channel:  # a connection opened after the signal
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            answer = stub.ModelInfer(request, timeout=30)
+            np.testing.assert_array_equal(np.frombuffer(answer.raw_output_contents[0], np.float32), np.full(10, 2.0))
+            assert stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=10).ready is False
+            assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live is True
+        rest = f"http://{process.rest_address}"
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"{rest}/v2/health/ready", timeout=10)
+        assert not_ready.value.code == 503
+        with urllib.request.urlopen(f"{rest}/v2/health/live", timeout=10) as live:
+            assert live.status == 200
+        body = json.dumps({"inputs": [{"name": "b", "shape": [1, 10], "datatype": "FP32", "data": [1.0] * 10}]})
+        with urllib.request.urlopen(f"{rest}/v2/models/dummy/infer", data=body.encode(), timeout=30) as answer:
+            assert json.loads(answer.read())["outputs"][0]["data"] == [2.0] * 10
+        assert process.process.poll() is None  # still serving: the harness's channel is connected
+        process.channel.close()
+        assert process.process.wait(60) == 0
     finally:
         process.stop()
 
@@ -176,7 +221,6 @@ def test_a_second_signal_during_the_grace_period_stops_at_once(tmp_path):
     import threading
 
     from . import python_libraries
-    from .server_process import wait_for
 
     (tmp_path / "blocking.py").write_text(python_libraries.BLOCKING)
     node = {"name": "node", "type": "custom", "library_name": "blocking",
