@@ -19,7 +19,7 @@ from .config import ModelConfig
 from .scheduling import DEFAULT_MAX_QUEUED
 from .settings import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_STORAGE_TIMEOUT_S, CorsSettings, Settings, TlsSettings
 from .shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
-from .version import __version__
+from .version import __version__, protobuf_mismatch
 
 EX_USAGE = 64
 MAX_PORT = 65535
@@ -478,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         return EX_USAGE
     except SystemExit as exc:  # argparse: --help (0), or a flag it cannot parse (2, message printed)
         return EX_USAGE if exc.code == 2 else int(exc.code or 0)
+    problem = protobuf_mismatch()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
     from .server import run  # imported late: openvino and grpc load only when serving
 
     return run(settings, argv)

@@ -120,3 +120,38 @@ def test_graph_messages_use_a_private_pool_that_resolves_any_and_extensions():
         except KeyError:
             continue
         raise AssertionError(f"{name} is registered in protobuf's default pool")
+
+
+def test_a_protobuf_downgraded_by_a_client_is_named_at_startup():
+    """A protobuf below 7 (what `pip install tritonclient` 2.42+ leaves) stops the command with the cause and the fix;
+    the installed one passes."""
+    from pyovms.version import protobuf_mismatch
+
+    assert protobuf_mismatch() is None
+    message = protobuf_mismatch("6.33.5")
+    assert message is not None
+    assert message.startswith("pyovms needs protobuf 7, but protobuf 6.33.5 is installed: a package installed later")
+    assert "pip install 'pyovms[client]'" in message
+
+
+def test_the_client_extra_runs_beside_the_server():
+    """README's client install is `pyovms[client]`; the tritonclient it pins accepts the protobuf the server needs (the
+    test extra installs the same pin, so this suite runs with it)."""
+    import importlib.metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install 'pyovms[client]'" in readme
+    assert "pip install 'tritonclient" not in readme
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "pyovms[client]" in extras["test"]
+    (pin,) = (Requirement(text) for text in extras["client"])
+    installed = importlib.metadata.version("tritonclient")
+    assert pin.name == "tritonclient" and pin.specifier.contains(installed)
+    protobuf = importlib.metadata.version("protobuf")
+    for text in importlib.metadata.requires("tritonclient") or []:
+        requirement = Requirement(text)
+        if requirement.name == "protobuf":
+            assert requirement.specifier.contains(protobuf), f"tritonclient {installed} wants {requirement}"
