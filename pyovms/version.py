@@ -19,7 +19,6 @@ def protobuf_mismatch(installed: str | None = None) -> str | None:
         return None
     return (
         f"pyovms needs protobuf {PROTOBUF_MAJOR}, but protobuf {installed} is installed: a package installed later "
-        f"downgraded it (tritonclient 2.42 and later pin protobuf<7). Install the client with pip install "
-        f"'pyovms[client]' (a tritonclient that runs beside pyovms), or in an environment of its own, then: "
-        f"pip install 'protobuf>={PROTOBUF_MAJOR}.35,<{PROTOBUF_MAJOR + 1}'"
+        "downgraded it (tritonclient 2.42 and later pin protobuf<7). pip install 'pyovms[client]' restores it, with a "
+        "tritonclient that runs beside pyovms; later tritonclient releases need an environment of their own"
     )

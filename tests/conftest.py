@@ -1,4 +1,5 @@
-"""Shared fixtures: one repository of test models and one real pyovms server for the session."""
+"""Shared fixtures: one repository of test models and one real pyovms server for the session; and the run's check
+that no test process opens a connection outside the machine (network_guard.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,29 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from . import models
+from .network_guard import NetworkGuard
 from .server_process import ServerProcess
+
+_guard = NetworkGuard()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _guard.start()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a process of it had a connection outside 127.0.0.1 (and ::1) open."""
+    seen = _guard.stop()
+    if not seen:
+        return
+    lines = [f"  {o.table} to {o.remote} from {o.command}" for o in sorted(seen, key=lambda o: (o.remote, o.command))]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            "Connections outside the machine were opened during the run:\n" + "\n".join(lines), red=True
+        )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 NUMERIC_DATATYPES = [
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64",
