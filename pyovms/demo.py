@@ -54,6 +54,11 @@ def default_demo_dir() -> Path:
 
 VERSION_FILE = ".pyovms-version"
 """Which pyovms built a demo repository: one built by this version is served as it is (edits included)."""
+SAMPLE_IMAGE = "cat.jpg"
+"""A JPEG to send to the demo classifier as BYTES (drawn here: nothing is downloaded)."""
+DEMO_FILES = ("config.json", "dummy/1/model.xml", "resnet/1/model.xml", SAMPLE_IMAGE)
+"""What a complete demo repository holds: one that lacks any is built again (a development install keeps its version
+number while the demo grows)."""
 
 
 def build_demo_repository(root: Path | None = None) -> Path:
@@ -62,7 +67,7 @@ def build_demo_repository(root: Path | None = None) -> Path:
     path."""
     root = root or default_demo_dir()
     config_path = root / "config.json"
-    if _built_by_this_version(root) and config_path.is_file():
+    if _built_by_this_version(root):
         return config_path
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
@@ -74,7 +79,7 @@ def build_demo_repository(root: Path | None = None) -> Path:
             shutil.rmtree(retired, ignore_errors=True)
         os.replace(staging, root)
     except OSError:
-        if not (_built_by_this_version(root) and config_path.is_file()):  # another start put it in place first
+        if not _built_by_this_version(root):  # another start put it in place first
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -83,9 +88,10 @@ def build_demo_repository(root: Path | None = None) -> Path:
 
 def _built_by_this_version(root: Path) -> bool:
     try:
-        return (root / VERSION_FILE).read_text() == __version__
+        same_version = (root / VERSION_FILE).read_text() == __version__
     except OSError:
         return False
+    return same_version and all((root / name).is_file() for name in DEMO_FILES)
 
 
 def _write_demo(root: Path) -> None:
@@ -100,10 +106,6 @@ def _write_demo(root: Path) -> None:
     (root / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     write_sample_image(root / SAMPLE_IMAGE)
     (root / VERSION_FILE).write_text(__version__)
-
-
-SAMPLE_IMAGE = "cat.jpg"
-"""A JPEG to send to the demo classifier as BYTES (drawn here: nothing is downloaded)."""
 
 
 def write_sample_image(path: Path) -> Path:

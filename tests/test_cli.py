@@ -350,7 +350,7 @@ def test_demo_builds_repository_in_cache_dir(demo_server):
 def test_the_demo_is_built_once_per_version_and_renamed_into_place(tmp_path):
     """A second build keeps the first (and an edit to it); a repository of another version is replaced whole, with no
     staging directory left beside it."""
-    from pyovms.demo import VERSION_FILE, build_demo_repository
+    from pyovms.demo import SAMPLE_IMAGE, VERSION_FILE, build_demo_repository
 
     root = tmp_path / "demo"
     config = build_demo_repository(root)
@@ -366,6 +366,9 @@ def test_the_demo_is_built_once_per_version_and_renamed_into_place(tmp_path):
     assert not (root / "stale").exists() and config.read_text() != edited
     assert (root / VERSION_FILE).read_text() == importlib.metadata.version("pyovms")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["demo"]
+    (root / SAMPLE_IMAGE).unlink()  # as a repository built before the demo shipped its image, by the same version
+    build_demo_repository(root)
+    assert (root / SAMPLE_IMAGE).stat().st_size > 1000
 
 
 def test_the_readmes_demo_client_runs_as_written(tmp_path, monkeypatch, capsys):
