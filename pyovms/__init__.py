@@ -6,6 +6,7 @@ of Python graph nodes. The rest of the API loads on first use, so `import pyovms
 
 from typing import TYPE_CHECKING, Any
 
+from . import no_telemetry  # noqa: F401 - first: before anything imports openvino
 from .errors import ServingError, Status
 from .tensor import Tensor
 from .version import __version__

@@ -1,0 +1,1 @@
+import pyovms  # noqa: F401 - first: it turns OpenVINO's usage telemetry off before openvino is imported

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -464,3 +465,31 @@ def test_message_size_limit_is_configurable(tmp_path, limit):
         client.close()
     finally:
         process.stop()
+
+
+def test_openvinos_usage_telemetry_is_off(tmp_path):
+    """Importing openvino sends a usage event to Google Analytics (openvino_telemetry); pyovms turns that off in its
+    process: a start that imports openvino and stops on a bad config resolves and connects to nothing, as an audit
+    hook in the process itself records."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "def hook(event, args):\n"
+        "    if event in ('socket.getaddrinfo', 'socket.connect', 'socket.sendto'):\n"
+        f"        open({str(tmp_path / 'network.log')!r}, 'a').write(f'{{event}} {{args!r}}\\n')\n"
+        "sys.addaudithook(hook)\n"
+    )
+    (tmp_path / "config.json").write_text('{"model_config_list": [], "unknown_section": []}')
+    environment = dict(os.environ, PYTHONPATH=str(tmp_path))
+    environment.pop("CI", None)  # openvino_telemetry stays quiet in CI by itself: this is a user's machine
+    probe = "import pyovms, openvino, sys; print(sys.modules['openvino_telemetry'])"
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert imported.stdout.strip() == "None", imported.stderr
+    started = subprocess.run(
+        [sys.executable, "-m", "pyovms", "--config_path", str(tmp_path / "config.json"), "--port", str(free_port()),
+         "--grpc_bind_address", "127.0.0.1"],
+        env=environment, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 1 and "JSON schema parse error" in started.stderr
+    assert not (tmp_path / "network.log").exists(), (tmp_path / "network.log").read_text()
