@@ -191,7 +191,6 @@ class RemoteModelDirectory:
             self.endpoint, rest = first, remainder
         self.root = rest.rstrip("/")
         self._fs: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._listing: concurrent.futures.Future[dict[int, Listing]] | None = None
         """The last listing started: one that is still running is waited on again, not started twice."""
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
@@ -199,10 +198,10 @@ class RemoteModelDirectory:
 
     @property
     def fs(self) -> Any:
-        if self._fs is None:
-            self._loop = asyncio.new_event_loop()
-            threading.Thread(target=self._loop.run_forever, name="pyovms-storage-loop", daemon=True).start()
-            self._fs = _filesystem(self.scheme, self.endpoint, self.timeout_s, self._loop)
+        if self._fs is None:  # on an event loop of its own (see the module's docstring)
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="pyovms-storage-loop", daemon=True).start()
+            self._fs = _filesystem(self.scheme, self.endpoint, self.timeout_s, loop)
         return self._fs
 
     async def list_versions(self) -> dict[int, Listing]:
