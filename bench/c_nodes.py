@@ -135,7 +135,7 @@ def measure(config: Path, seconds: float, repeat: int) -> None:
 
 def in_process(root: Path) -> None:
     """The input the library reads is the array the pipeline got (no copy), and what one C node call costs."""
-    from pyovms.custom_node import LibraryConfig
+    from pyovms.custom_nodes.interface import LibraryConfig
     from pyovms.model_manager import ModelManager
     from pyovms.pipeline import PipelineConfig
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import GraphEntry, ModelConfig, ServingConfig, load_config, load_subconfig
-from .custom_node import LibraryConfig
+from .custom_nodes.interface import LibraryConfig
 from .errors import ServingError, Status
 from .model_manager import ModelManager
 from .pipeline import PipelineConfig

@@ -23,8 +23,8 @@ from pathlib import Path
 import openvino as ov
 
 from .config import GraphEntry, ModelConfig
-from .custom_node import Library, LibraryConfig, file_signature
-from .custom_node_loader import load_library
+from .custom_nodes.interface import Library, LibraryConfig, file_signature
+from .custom_nodes.loader import load_library
 from .errors import ServingError, Status
 from .graphs.graph import Graph
 from .openvino_model import OpenVinoModel

@@ -4,7 +4,7 @@ A pipeline is a servable like a model version: it is found by name after models 
 (always version 1; a request's version must still parse), validates requests against its own inputs, and answers
 with the outputs its `outputs` section names. Its inputs are the implicit `request` node's outputs and its outputs
 the implicit `response` node's inputs; `DL model` nodes run a served model, `custom` nodes a C or Python library
-(`pyovms.custom_node`).
+(`pyovms.custom_nodes.interface`).
 
 Execution: every node is an asyncio task that waits for the nodes it reads from, so independent branches run
 concurrently. Intermediate tensors are passed as numpy views over the producing model's output bytes (no copy);
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .custom_node import CustomNode
+from .custom_nodes.interface import CustomNode
 from .errors import ServingError, Status
 from .inference import InferOutput, TensorSpec
 from .shapes import Dim

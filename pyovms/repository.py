@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from .config import ModelConfig
-from .custom_node import Library
+from .custom_nodes.interface import Library
 from .errors import ServingError, Status
 from .scheduling import DEFAULT_POOL_SETTINGS, PoolSettings
 from .servable import Servable

@@ -446,7 +446,7 @@ def test_a_crash_in_a_library_ends_the_process_and_the_log_shows_where(tmp_path,
     assert server.process.wait(60) == -11  # SIGSEGV
     log = server.log()
     assert "Fatal Python error: Segmentation fault" in log
-    assert "custom_node_c.py" in log and "in _execute" in log
+    assert "custom_nodes/c_library.py" in log and "in _execute" in log
     server.stop()
 
 
@@ -454,7 +454,7 @@ def test_inputs_reach_the_library_without_a_copy(tmp_path, libraries):
     """In-process: the array a pipeline is given is the memory the library reads (a 600 KB tensor too)."""
     import asyncio
 
-    from pyovms.custom_node import LibraryConfig
+    from pyovms.custom_nodes.interface import LibraryConfig
     from pyovms.model_manager import ModelManager
     from pyovms.pipeline import PipelineConfig
 
@@ -505,8 +505,8 @@ def test_a_fast_c_node_goes_inline_and_a_node_without_threshold_stays_on_the_poo
     once the last of its output buffers is released."""
     import asyncio
 
-    from pyovms.custom_node import LibraryConfig
-    from pyovms.custom_node_loader import load_library
+    from pyovms.custom_nodes.interface import LibraryConfig
+    from pyovms.custom_nodes.loader import load_library
 
     async def run() -> None:
         fast = load_library(LibraryConfig("add_sub", str(libraries["add_sub"]))).instantiate("n", {"add": "1"}, 1.0)

@@ -74,3 +74,17 @@ def test_the_front_ends_and_the_backends_do_not_reach_back_into_the_wiring():
     for name in ("pyovms.grpc.service", "pyovms.rest.server", "pyovms.pipeline", "pyovms.graphs.graph"):
         assert not graph[name] & {"pyovms.cli", "pyovms.server", "pyovms.model_manager"}, name
     assert "pyovms.cli" not in graph["pyovms.settings"]
+
+
+CUSTOM_NODES_MAY_IMPORT = {"pyovms.errors", "pyovms.inference", "pyovms.scheduling", "pyovms.shapes", "pyovms.tensors",
+                           "pyovms.user_code"}  # fmt: skip
+
+
+def test_the_custom_nodes_package_imports_only_what_sits_below_it():
+    """pyovms/custom_nodes/ reaches its own modules and the layers below (tensors, inference types, the user-code pool,
+    errors); the pipelines that run it, the repository, the front ends and the wiring sit above it."""
+    graph = import_graph()
+    package = {name for name in graph if name.startswith("pyovms.custom_nodes")}
+    assert "pyovms.custom_nodes.c_library" in package
+    for name in sorted(package):
+        assert graph[name] - package <= CUSTOM_NODES_MAY_IMPORT, (name, graph[name] - package)

@@ -1,9 +1,9 @@
 """Custom nodes for pipelines: the `custom_node_library_config_list` libraries, of two kinds, behind one interface
-(this module); `custom_node_loader.py` tells which kind a file is and loads it.
+(this module); `loader.py` tells which kind a file is and loads it.
 
 - **C libraries**: a `base_path` that is a compiled shared library (told by the file's first bytes, or by a `.so`,
-  `.dylib` or `.dll` name) is loaded through OVMS's C custom node interface, unchanged (`custom_node_c.py`).
-- **Python libraries** (`custom_node_python.py`): a `.py` file or an importable module name implementing the same
+  `.dylib` or `.dll` name) is loaded through OVMS's C custom node interface, unchanged (`c_library.py`).
+- **Python libraries** (`python_library.py`): a `.py` file or an importable module name implementing the same
   calls as module-level functions:
 
       def initialize(params: dict[str, str]) -> object          # optional: the node's state, given to the others
@@ -31,13 +31,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import tensors
-from .errors import ServingError, Status
-from .inference import TensorSpec
-from .scheduling import InlineChoice
-from .user_code import describe, run_user_code
+from .. import tensors
+from ..errors import ServingError, Status
+from ..inference import TensorSpec
+from ..scheduling import InlineChoice
+from ..user_code import describe, run_user_code
 
-log = logging.getLogger("pyovms.custom_node")
+log = logging.getLogger("pyovms.custom_nodes")
 
 SHARED_LIBRARY_SUFFIXES = (".so", ".dylib", ".dll")
 

@@ -2,7 +2,7 @@
 
 These are our own declarations of the ABI that OVMS's compiled custom node libraries implement: the precision enum,
 the three structs and the six functions, each returning 0 on success. A library built against OVMS's header loads
-here unchanged. Nothing in this module calls into a library; `custom_node_c.py` does.
+here unchanged. Nothing in this module calls into a library; `c_library.py` does.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import ctypes
 
 import numpy as np
 
-from . import tensors
+from .. import tensors
 
 # enum CustomNodeTensorPrecision, in the header's order (the values are their positions).
 UNSPECIFIED, FP32, FP16, U8, I8, I16, U16, I32, FP64, I64 = range(10)

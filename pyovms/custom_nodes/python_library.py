@@ -1,5 +1,5 @@
 """Python custom node libraries: a `.py` file or an importable module with OVMS's custom node calls as functions
-(the list is in `custom_node.py`), run on the user-code pool."""
+(the list is in `interface.py`), run on the user-code pool."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from . import tensors
-from .custom_node import CustomNode, LibraryConfig, file_signature
-from .errors import ServingError, Status
-from .inference import TensorSpec
-from .shapes import Dim
-from .user_code import USER_ERRORS, describe
+from .. import tensors
+from ..errors import ServingError, Status
+from ..inference import TensorSpec
+from ..shapes import Dim
+from ..user_code import USER_ERRORS, describe
+from .interface import CustomNode, LibraryConfig, file_signature
 
-log = logging.getLogger("pyovms.custom_node")
+log = logging.getLogger("pyovms.custom_nodes")
 
 REQUIRED = ("get_inputs_info", "get_outputs_info", "execute")
 """The functions a Python library must define."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .custom_node import Library, LibraryConfig, named_like_a_library
-from .custom_node_python import PythonLibrary
+from .interface import Library, LibraryConfig, named_like_a_library
+from .python_library import PythonLibrary
 
 _BINARY_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"MZ")
 """The first bytes of ELF, Mach-O (64, 32, universal) and PE files."""
@@ -23,7 +23,7 @@ def load_library(config: LibraryConfig, previous: Library | None = None) -> Libr
     """Load the library `config` names, of the kind its file shows; `previous` is the one it replaces (a reload).
     Raises ServingError with OVMS's status when it cannot be loaded."""
     if is_shared_library(config.base_path):
-        from .custom_node_c import CLibrary  # ctypes and the ABI only when a C library is configured
+        from .c_library import CLibrary  # ctypes and the ABI only when a C library is configured
 
         return CLibrary.load(config, previous)
     return PythonLibrary.load(config)

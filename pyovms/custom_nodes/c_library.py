@@ -1,6 +1,6 @@
 """C custom node libraries: OVMS's compiled `.so` libraries, called through ctypes with OVMS's semantics.
 
-- Loading (`CLibrary.load`): `dlopen` with the six symbols of `custom_node_abi.SIGNATURES`. A file that does not open
+- Loading (`CLibrary.load`): `dlopen` with the six symbols of `abi.SIGNATURES`. A file that does not open
   is `Custom node library failed to open`, a missing symbol `Custom node library failed to load symbol`; the
   pipelines naming the library are then unavailable with that message. Symbols are bound at open (RTLD_NOW), so a
   library missing one of its own dependencies fails here rather than at its first call.
@@ -32,15 +32,15 @@ from itertools import count
 
 import numpy as np
 
-from . import custom_node_abi as abi
-from . import tensors
-from .custom_node import CustomNode, LibraryConfig, file_signature
-from .errors import ServingError, Status
-from .inference import TensorSpec
-from .scheduling import InlineChoice
-from .shapes import Dim
+from .. import tensors
+from ..errors import ServingError, Status
+from ..inference import TensorSpec
+from ..scheduling import InlineChoice
+from ..shapes import Dim
+from . import abi
+from .interface import CustomNode, LibraryConfig, file_signature
 
-log = logging.getLogger("pyovms.custom_node")
+log = logging.getLogger("pyovms.custom_nodes")
 
 _INT64_MAX = (1 << 63) - 1
 
