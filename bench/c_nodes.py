@@ -30,7 +30,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from tests.c_libraries import EXAMPLES, build_library
+from tests.support.c_libraries import EXAMPLES, build_library
 
 from .loadgen import Result, grpc_load, median_result
 from .run import request_body

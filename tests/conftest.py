@@ -11,9 +11,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from . import models
-from .network_guard import NetworkGuard
-from .server_process import ServerProcess
+from .support import models
+from .support.network_guard import NetworkGuard
+from .support.server_process import ServerProcess
 
 _guard = NetworkGuard()
 

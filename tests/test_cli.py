@@ -17,8 +17,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2
 
-from . import models
-from .server_process import ServerProcess, free_port, run_cli
+from .support import models
+from .support.server_process import ServerProcess, free_port, run_cli
 
 EX_USAGE = 64
 CORES = os.cpu_count() or 1

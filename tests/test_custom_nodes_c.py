@@ -18,9 +18,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 
-from . import models
-from .c_libraries import build_all
-from .server_process import ServerProcess, serve_config
+from .support import models
+from .support.c_libraries import build_all
+from .support.server_process import ServerProcess, serve_config
 from .test_pipelines import _custom, _node, _pipeline
 
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
@@ -363,7 +363,7 @@ def _write_config(root: Path, add: str, library: Path, report: Path, other: Path
 def test_changed_params_and_library_file_reload_the_node_under_load(tmp_path):
     """Params, then the library file, change under load: 0 failed requests, the new values served, each node
     initialized before the one it replaces is deinitialized, and a pipeline no change touches keeps its node."""
-    from .c_libraries import build_library
+    from .support.c_libraries import build_library
 
     report = tmp_path / "report.txt"
     library = build_library("add_sub", tmp_path / "lib")
@@ -428,7 +428,7 @@ def test_changed_params_and_library_file_reload_the_node_under_load(tmp_path):
 
 
 def _wait_seen(seen: set[float], value: float) -> None:
-    from .server_process import wait_for
+    from .support.server_process import wait_for
 
     wait_for(lambda: value in seen, timeout=60)
 
@@ -481,7 +481,7 @@ def test_the_documented_c_example_serves_as_written(tmp_path):
     """docs/custom_nodes.md's C example: examples/custom_nodes/add_one.c built with the documented command's flags
     and the test libraries' warnings as errors, served over gRPC with the documented config.json as it is written
     (its relative paths read from the test's directory). tests/test_docs_examples.py runs the doc's commands."""
-    from .c_libraries import EXAMPLES, build_library
+    from .support.c_libraries import EXAMPLES, build_library
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "custom_nodes.md").read_text()
     example = docs[docs.index("### An example") :]

@@ -11,8 +11,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2
 
-from . import models
-from .server_process import serve_config
+from .support import models
+from .support.server_process import serve_config
 from .test_pipelines import _custom, _node, _pipeline
 
 NODES = """

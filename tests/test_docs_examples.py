@@ -58,7 +58,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from pyovms.demo import build_demo_repository
 
-from .server_process import free_port, wait_for
+from .support.server_process import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -432,7 +432,7 @@ def test_readme_examples(home, tmp_path, monkeypatch):
 
 
 def test_custom_nodes_examples(home, tmp_path, monkeypatch):
-    from .c_libraries import compiler
+    from .support.c_libraries import compiler
 
     compiler()  # the example is compiled with the system compiler: its absence is a failure, not a skip
     with run_doc("docs/custom_nodes.md", home, tmp_path, monkeypatch) as doc:

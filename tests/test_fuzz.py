@@ -33,8 +33,8 @@ from pyovms.shapes import Dim
 from pyovms.tensor import tensor_from_input
 from pyovms.validation import prepare_inputs
 
-from . import models
-from .server_process import serve_config
+from .support import models
+from .support.server_process import serve_config
 
 EXAMPLES = int(os.environ.get("PYOVMS_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(

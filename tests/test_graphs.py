@@ -14,8 +14,8 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from . import graph_repository, models
-from .server_process import ServerProcess, serve_config
+from .support import graph_repository, models
+from .support.server_process import ServerProcess, serve_config
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from tritonclient.grpc import service_pb2
 
 from pyovms import user_code
 
-from . import graph_repository, models
-from .server_process import ServerProcess, serve_config, wait_for
+from .support import graph_repository, models
+from .support.server_process import ServerProcess, serve_config, wait_for
 
 SLOW_ROWS = 512
 

@@ -17,8 +17,8 @@ from tritonclient.grpc import service_pb2
 
 from pyovms.images import declared_size
 
-from . import models
-from .server_process import serve_config
+from .support import models
+from .support.server_process import serve_config
 
 H, W = 8, 6
 

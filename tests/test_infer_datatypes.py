@@ -13,9 +13,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from . import models
 from .conftest import NUMERIC_DATATYPES
-from .server_process import ServerProcess
+from .support import models
+from .support.server_process import ServerProcess
 
 INVALID_ARGUMENT = "StatusCode.INVALID_ARGUMENT"
 

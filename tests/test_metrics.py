@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2
 
-from . import models
-from .server_process import ServerProcess, run_cli, serve_config
+from .support import models
+from .support.server_process import ServerProcess, run_cli, serve_config
 
 
 def _scrape(server: ServerProcess) -> tuple[int, str, dict]:

@@ -9,8 +9,8 @@ import re
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from . import models
-from .server_process import ServerProcess
+from .support import models
+from .support.server_process import ServerProcess
 
 
 def _plus_one(server: ServerProcess, name: str) -> list[float]:

@@ -14,8 +14,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 
-from . import models
-from .server_process import serve_config
+from .support import models
+from .support.server_process import serve_config
 
 NOT_LOADED = "Pipeline is not loaded yet - name: "
 

@@ -19,8 +19,8 @@ import tritonclient.http as httpclient
 
 import pyovms
 
-from . import graph_repository, models
-from .server_process import free_port
+from .support import graph_repository, models
+from .support.server_process import free_port
 
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
 NEGATE = """

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from . import models
-from .server_process import ServerProcess, serve_config, wait_for
+from .support import models
+from .support.server_process import ServerProcess, serve_config, wait_for
 
 X = np.zeros((1, 10), dtype=np.float32)
 

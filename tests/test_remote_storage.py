@@ -24,8 +24,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from . import models
-from .server_process import ServerProcess, free_port, wait_for
+from .support import models
+from .support.server_process import ServerProcess, free_port, wait_for
 
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
 SECRET = "secret-never-logged"

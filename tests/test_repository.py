@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from . import models
-from .server_process import ServerProcess, wait_for
+from .support import models
+from .support.server_process import ServerProcess, wait_for
 
 NAME_MISSING = "Model with requested name is not found"
 VERSION_MISSING = "Model with requested version is not found"

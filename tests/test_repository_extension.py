@@ -18,8 +18,8 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from . import graph_repository, models, python_libraries
-from .server_process import ServerProcess, wait_for
+from .support import graph_repository, models, python_libraries
+from .support.server_process import ServerProcess, wait_for
 
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
 

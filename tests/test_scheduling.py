@@ -12,7 +12,7 @@ import pytest
 from pyovms.errors import ServingError, Status
 from pyovms.scheduling import WARMUP_INFERENCES, InferRequestPool, PoolSettings
 
-from . import models
+from .support import models
 
 
 def _inputs(array: np.ndarray) -> list[tuple[int, np.ndarray]]:

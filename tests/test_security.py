@@ -28,8 +28,8 @@ from tritonclient.utils import InferenceServerException
 from pyovms import access
 from pyovms.cli import UsageError, parse_settings
 
-from . import models
-from .server_process import ServerProcess
+from .support import models
+from .support.server_process import ServerProcess
 
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
 KEY = "test-api-key-4b9c1e"

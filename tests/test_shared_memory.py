@@ -18,8 +18,8 @@ import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from . import graph_repository, models, python_libraries
-from .server_process import ServerProcess, wait_for
+from .support import graph_repository, models, python_libraries
+from .support.server_process import ServerProcess, wait_for
 
 X = np.arange(10, dtype=np.float32).reshape(1, 10)
 V = np.array([[1.0, -2.0, 3.5, 4.0]], dtype=np.float32)

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from . import models
-from .server_process import ServerProcess, wait_for
+from .support import models
+from .support.server_process import ServerProcess, wait_for
 
 if not all(importlib.util.find_spec(module) for module in ("s3fs", "gcsfs", "adlfs")):  # not imported here: gcsfs
     pytest.skip("the object storage extras are not installed", allow_module_level=True)  # reads its settings once

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bench.soak import soak, write_repository
 
-from .server_process import ServerProcess
+from .support.server_process import ServerProcess
 
 
 def test_short_soak_has_no_errors_and_flat_memory(tmp_path):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from . import models
-from .server_process import ServerProcess, wait_for
+from .support import models
+from .support.server_process import ServerProcess, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ def test_a_second_signal_during_the_grace_period_stops_at_once(tmp_path):
     import signal
     import threading
 
-    from . import python_libraries
+    from .support import python_libraries
 
     (tmp_path / "blocking.py").write_text(python_libraries.BLOCKING)
     node = {"name": "node", "type": "custom", "library_name": "blocking",

@@ -14,8 +14,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from . import graph_repository
-from .server_process import serve_config, wait_for
+from .support import graph_repository
+from .support.server_process import serve_config, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from . import models
-from .server_process import ServerProcess, run_cli
+from .support import models
+from .support.server_process import ServerProcess, run_cli
 
 
 def _certificate(subject: str, issuer_key, issuer_name, key, ca: bool = False, ip: str | None = None):

@@ -258,11 +258,11 @@ def test_shapes_numpy_cannot_hold_are_refused_everywhere(shape):
 
 
 def test_the_network_guard_reads_the_kernels_tables():
-    """tests/network_guard.py: addresses as /proc/net/{tcp,udp}[6] write them; only connected rows to addresses outside
+    """tests/support/network_guard.py: addresses as /proc/net/{tcp,udp}[6] write them; only connected rows to addresses outside
     the loopback network count; a sample of this process's loopback connection records nothing."""
     import socket
 
-    from .network_guard import NetworkGuard, outbound_sockets, remote_address
+    from .support.network_guard import NetworkGuard, outbound_sockets, remote_address
 
     assert str(remote_address("0100007F:1F90")) == "127.0.0.1"
     assert str(remote_address("0A00020F:01BB")) == "15.2.0.10"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from . import models
-from .server_process import ServerProcess, run_cli, wait_for
+from .support import models
+from .support.server_process import ServerProcess, run_cli, wait_for
 
 pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="--grpc_workers 2 needs two cores")
 

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-SOURCES = Path(__file__).resolve().parent / "custom_nodes"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "custom_nodes"
+SOURCES = Path(__file__).resolve().parent.parent / "custom_nodes"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "custom_nodes"
 """The example library, and `custom_node_api.h`, the interface's declarations every library includes."""
 C_LIBRARIES = ("add_sub", "demultiplexer", "gather_max", "faulty", "missing_symbol")
 CPP_LIBRARIES = ("scale",)
