@@ -125,8 +125,10 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
+    """A tritonclient gRPC client of `server`: the session's, or the one a module serves with a `server` fixture of its
+    own."""
     triton = grpcclient.InferenceServerClient(server.address)
     yield triton
     triton.close()

@@ -144,13 +144,6 @@ def server(tmp_path_factory, libraries):
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    triton = grpcclient.InferenceServerClient(server.address)
-    yield triton
-    triton.close()
-
-
 def _infer(client, pipeline: str, values: np.ndarray, outputs: tuple[str, ...] = ("out",)) -> dict[str, np.ndarray]:
     tensor = grpcclient.InferInput("in", list(values.shape), "FP32")
     tensor.set_data_from_numpy(values)

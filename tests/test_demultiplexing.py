@@ -145,13 +145,6 @@ def server(tmp_path_factory):
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    triton = grpcclient.InferenceServerClient(server.address)
-    yield triton
-    triton.close()
-
-
 def _infer(client, pipeline: str, values: np.ndarray, name: str = "in", datatype: str = "FP32") -> np.ndarray:
     tensor = grpcclient.InferInput(name, list(values.shape), datatype)
     tensor.set_data_from_numpy(values)

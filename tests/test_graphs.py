@@ -30,11 +30,6 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    return grpcclient.InferenceServerClient(server.address)
-
-
-@pytest.fixture(scope="module")
 def rest(server):
     return httpclient.InferenceServerClient(server.rest_address)
 

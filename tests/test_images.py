@@ -79,13 +79,6 @@ def server(tmp_path_factory):
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    triton = grpcclient.InferenceServerClient(server.address)
-    yield triton
-    triton.close()
-
-
 def _grpc_raw(client, model: str, files: list[bytes], shape: list[int] | None = None) -> np.ndarray:
     """tritonclient sends BYTES as length-prefixed raw_input_contents."""
     tensor = grpcclient.InferInput("x", shape or [len(files)], "BYTES")

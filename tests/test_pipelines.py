@@ -269,13 +269,6 @@ def server(tmp_path_factory):
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    triton = grpcclient.InferenceServerClient(server.address)
-    yield triton
-    triton.close()
-
-
 def _infer(client, pipeline: str, values: np.ndarray, version: str = "", outputs: list[str] | None = None):
     tensor = grpcclient.InferInput("in", list(values.shape), "FP32")
     tensor.set_data_from_numpy(values)
