@@ -84,18 +84,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
-_no_effect = "no effect"
-"""The help of the flags in NOT_ACTED_ON: the formatter adds the reason."""
-
-
 class _HelpFormatter(argparse.HelpFormatter):
-    """Help with each flag's default (when it has one) and, for the flags pyovms does not act on, why."""
+    """Help with each flag's default, when it has one."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        name = action.dest
-        if text == _no_effect and name in NOT_ACTED_ON:
-            return f"accepted for OVMS command lines, no effect: {NOT_ACTED_ON[name]}"
         default = action.default
         if default is not None and default is not False and default not in ("", [], argparse.SUPPRESS):
             text += " (default: %(default)s)"
@@ -123,13 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--rest_port", type=_uint, default=0, help="REST server port (0 = off)")
     server.add_argument("--rest_bind_address", default="0.0.0.0", help="comma-separated addresses for REST")
     server.add_argument("--grpc_workers", type=int, default=1, help="number of gRPC server instances")
-    server.add_argument("--grpc_max_threads", type=_uint, help=_no_effect)
-    server.add_argument("--grpc_memory_quota", type=_uint, help=_no_effect)
+    server.add_argument("--grpc_max_threads", type=_uint)
+    server.add_argument("--grpc_memory_quota", type=_uint)
     server.add_argument("--grpc_channel_arguments", default="", help="k=v,k=v passed to the gRPC server")
     server.add_argument(
         "--grpc_max_message_size", type=_uint, default=DEFAULT_MAX_MESSAGE_SIZE, help="max gRPC message bytes"
     )
-    server.add_argument("--rest_workers", type=int, help=_no_effect)
+    server.add_argument("--rest_workers", type=int)
     server.add_argument(
         "--rest_max_body_size", type=_uint, default=DEFAULT_MAX_MESSAGE_SIZE, help="max REST request body bytes"
     )
@@ -174,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="object storage: connection and read timeout of each request, and the bound on listing a model's "
         "versions; a model whose storage does not answer in time is marked failed and tried again later",
     )
-    server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint, help=_no_effect)
-    server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint, help=_no_effect)
+    server.add_argument("--sequence_cleaner_poll_wait_minutes", type=_uint)
+    server.add_argument("--custom_node_resources_cleaner_interval_seconds", type=_uint)
     server.add_argument("--log_level", default="INFO", help="TRACE, DEBUG, INFO, WARNING or ERROR")
     server.add_argument(
         "--library_log_level",
@@ -184,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--log_path", help="log file (default: stderr)")
     server.add_argument("--cache_dir", help="OpenVINO model cache directory")
-    server.add_argument("--cpu_extension", help=_no_effect)
+    server.add_argument("--cpu_extension")
     server.add_argument(
         "--allow_client_shm",
         **flag,
@@ -241,20 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     single.add_argument("--batch_size", help="batch size: a number, a range N:M, or auto")
     single.add_argument("--shape", help='input shape: (1,3,224,224), auto, or JSON per input {"x": "(1,10)"}')
     single.add_argument("--layout", help="layout, e.g. NHWC:NCHW (served:model), or JSON per input")
-    single.add_argument("--mean", help=_no_effect)
-    single.add_argument("--scale", help=_no_effect)
-    single.add_argument("--color_format", help=_no_effect)
-    single.add_argument("--precision", help=_no_effect)
+    single.add_argument("--mean")
+    single.add_argument("--scale")
+    single.add_argument("--color_format")
+    single.add_argument("--precision")
     single.add_argument("--model_version_policy", help='JSON, e.g. {"latest": {"num_versions": 2}}')
     single.add_argument(
         "--nireq", type=_uint, default=0, help="OpenVINO infer requests per model version (0 = OpenVINO's optimum)"
     )
     single.add_argument("--target_device", help="OpenVINO device (CPU by default)")
     single.add_argument("--plugin_config", help='JSON, e.g. {"NUM_STREAMS": "1"}')
-    single.add_argument("--stateful", **flag, help=_no_effect)
-    single.add_argument("--idle_sequence_cleanup", **flag, help=_no_effect)
-    single.add_argument("--low_latency_transformation", **flag, help=_no_effect)
-    single.add_argument("--max_sequence_number", type=_uint, help=_no_effect)
+    single.add_argument("--stateful", **flag)
+    single.add_argument("--idle_sequence_cleanup", **flag)
+    single.add_argument("--low_latency_transformation", **flag)
+    single.add_argument("--max_sequence_number", type=_uint)
     manage = parser.add_argument_group("config management")
     manage.add_argument("--list_models", **flag, help="OVMS's config management: refused (edit config.json)")
     manage.add_argument("--add_to_config", help="OVMS's config management: refused (edit config.json)")
@@ -265,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where explicit loads (--allow_model_control) find models that nothing configures (default: "
         "config.json's directory)",
     )
+    for action in parser._actions:  # the flags pyovms does not act on say why, in the words of the startup warning
+        if action.dest in NOT_ACTED_ON:
+            action.help = f"accepted for OVMS command lines, no effect: {NOT_ACTED_ON[action.dest]}"
     return parser
 
 
