@@ -21,17 +21,16 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from .support import models
 from .support.server_process import ServerProcess, free_port, wait_for
+from .support.storage import AZURITE_ACCOUNT_KEY, X, infer, ready
 
-X = np.arange(10, dtype=np.float32).reshape(1, 10)
 SECRET = "secret-never-logged"
 PATH_INVALID = "The provided base path is invalid or doesn't exists"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
-AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's documented development account key
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -140,26 +139,12 @@ def _model_dir(root: Path, versions: dict[int, float]) -> Path:
     return root
 
 
-def _infer(stub, name: str, version: str = "") -> np.ndarray:
-    request = service_pb2.ModelInferRequest(model_name=name, model_version=version)
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 10])
-    request.raw_input_contents.append(X.tobytes())
-    return np.frombuffer(stub.ModelInfer(request, timeout=30).raw_output_contents[0], np.float32).reshape(1, 10)
-
-
-def _ready(stub, name: str, version: str = "") -> bool:
-    try:
-        return stub.ModelReady(service_pb2.ModelReadyRequest(name=name, version=version), timeout=10).ready
-    except grpc.RpcError:
-        return False
-
-
 def _served_log(storage: Storage, name: str, url: str, log_path: Path, cache: Path, expected: np.ndarray) -> str:
     """Serve `url` as `name` (downloads cached in `cache`), check one inference against `expected`; the log."""
     env = {**storage.env, "PYOVMS_REMOTE_CACHE_DIR": str(cache)}
     server = ServerProcess(["--model_name", name, "--model_path", url], log_path, env=env)
     try:
-        np.testing.assert_array_equal(_infer(server.stub, name), expected)
+        np.testing.assert_array_equal(infer(server.stub, name), expected)
         return server.log()
     finally:
         server.stop()
@@ -201,27 +186,27 @@ def test_versions_added_and_removed_in_the_bucket_under_load(storage, tmp_path):
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             while not stop.is_set():
                 try:
-                    _infer(stub, "m")
+                    infer(stub, "m")
                 except grpc.RpcError as exc:
                     failures.append(exc.details())
 
     worker = threading.Thread(target=load)
     try:
-        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 1)
+        np.testing.assert_array_equal(infer(server.stub, "m"), X + 1)
         worker.start()
         storage.upload("live", "m/2", local / "2")  # a version added
-        wait_for(lambda: _ready(server.stub, "m", "2"), timeout=60)
-        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 2)
+        wait_for(lambda: ready(server.stub, "m", "2"), timeout=60)
+        np.testing.assert_array_equal(infer(server.stub, "m"), X + 2)
         storage.delete("live", "m/2")  # and removed: version 1 is the default again
-        wait_for(lambda: not _ready(server.stub, "m", "2"), timeout=60)
-        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 1)
+        wait_for(lambda: not ready(server.stub, "m", "2"), timeout=60)
+        np.testing.assert_array_equal(infer(server.stub, "m"), X + 1)
         # a version uploaded in two steps: the graph first (it fails to load), the weights later (it loads)
         storage.upload("live", "m/3", local / "3", only=".xml")
         wait_for(lambda: "version: 3; error" in server.log(), timeout=60)
-        assert not _ready(server.stub, "m", "3")
+        assert not ready(server.stub, "m", "3")
         storage.upload("live", "m/3", local / "3", only=".bin")
-        wait_for(lambda: _ready(server.stub, "m", "3"), timeout=60)
-        np.testing.assert_array_equal(_infer(server.stub, "m", "3"), X + 3)
+        wait_for(lambda: ready(server.stub, "m", "3"), timeout=60)
+        np.testing.assert_array_equal(infer(server.stub, "m", "3"), X + 3)
     finally:
         stop.set()
         if worker.is_alive():
@@ -239,8 +224,8 @@ def test_a_missing_bucket_leaves_that_model_out_and_the_others_serve(storage, tm
     (tmp_path / "config.json").write_text(json.dumps(config))
     server = ServerProcess(["--config_path", str(tmp_path / "config.json")], tmp_path / "log", env=storage.env)
     try:
-        np.testing.assert_array_equal(_infer(server.stub, "here"), X + 7)
-        assert not _ready(server.stub, "gone")
+        np.testing.assert_array_equal(infer(server.stub, "here"), X + 7)
+        assert not ready(server.stub, "gone")
         log = server.log()
         url = f"{storage.scheme}://no-such-bucket/m"
         assert f"model gone: cannot list {url}: {PATH_INVALID} - {url}: there is no bucket or container named " in log
@@ -275,7 +260,7 @@ def test_bad_credentials_leave_the_model_out_and_name_the_cause_not_the_secret(s
         env={"AZURE_STORAGE_CONNECTION_STRING": connection},
     )  # fmt: skip
     try:
-        assert not _ready(server.stub, "locked")
+        assert not ready(server.stub, "locked")
         log = server.log()
         assert "model locked: cannot list az://locked/m: The provided base path is invalid" in log
         assert "Server failed to authenticate the request" in log or "AuthenticationFailed" in log, log[-2000:]
@@ -306,17 +291,17 @@ def test_storage_going_away_keeps_the_loaded_versions_serving(tmp_path):
         env=env,
     )  # fmt: skip
     try:
-        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 4)
+        np.testing.assert_array_equal(infer(server.stub, "m"), X + 4)
         moto.terminate()
         moto.wait(10)
         wait_for(lambda: "model m: cannot list s3://flaky/m" in server.log(), timeout=120)
-        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 4)  # the loaded version still serves
+        np.testing.assert_array_equal(infer(server.stub, "m"), X + 4)  # the loaded version still serves
         moto = start()  # an in-memory server: the bucket is gone, so the storage answers again, with an error
         backend.create_bucket("flaky")
         backend.upload("flaky", "m", tmp_path / "local")
         wait_for(lambda: "model m: s3://flaky/m can be listed again" in server.log(), timeout=120)
-        wait_for(lambda: _ready(server.stub, "m"), timeout=60)  # (a poll between the bucket and its objects retires it)
-        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 4)
+        wait_for(lambda: ready(server.stub, "m"), timeout=60)  # (a poll between the bucket and its objects retires it)
+        np.testing.assert_array_equal(infer(server.stub, "m"), X + 4)
         assert server.log().count("model m: cannot list s3://flaky/m") <= 2  # once per distinct error, not per poll
     finally:
         server.stop()
@@ -365,9 +350,9 @@ def test_s3_bad_credentials_leave_the_model_out_and_name_the_cause_not_the_secre
             )
             try:
                 if case == "right":  # moto does check: the user's own key is served
-                    np.testing.assert_array_equal(_infer(server.stub, "locked"), X + 2)
+                    np.testing.assert_array_equal(infer(server.stub, "locked"), X + 2)
                 else:
-                    assert not _ready(server.stub, "locked")
+                    assert not ready(server.stub, "locked")
                 logs[case] = server.log()
             finally:
                 server.stop()
@@ -410,7 +395,7 @@ def test_gcs_a_key_file_that_is_refused_is_named_with_its_cause_not_its_content(
         env = {**storage.env, "GOOGLE_APPLICATION_CREDENTIALS": str(path)}
         server = ServerProcess(["--model_name", "keyed", "--model_path", "gs://keyed/m"], tmp_path / "log", env=env)
         try:
-            assert not _ready(server.stub, "keyed")
+            assert not ready(server.stub, "keyed")
             log = server.log()
             assert prefix + cause in log, log[-2000:]
             assert key_material not in log
@@ -481,7 +466,7 @@ def test_a_clients_load_stays_under_the_served_prefix(storage, tmp_path):
     client = grpcclient.InferenceServerClient(server.address)
     try:
         client.load_model("b", config=json.dumps({"base_path": f"{scheme}://served/models/b"}))
-        np.testing.assert_array_equal(_infer(server.stub, "b"), X + 2)
+        np.testing.assert_array_equal(infer(server.stub, "b"), X + 2)
         for url in (f"{scheme}://elsewhere/models/c", f"{scheme}://served/private/c",
                     f"{scheme}://served/models/../private/c", f"{scheme}://served/models/./b"):  # fmt: skip
             with pytest.raises(InferenceServerException) as info:
@@ -518,7 +503,7 @@ def test_an_idle_remote_model_writes_no_library_line_per_poll(storage, tmp_path)
     server = ServerProcess(args, tmp_path / "log", env=env)
     try:
         storage.upload("quiet", "m/2", tmp_path / "local" / "2")  # served only after some polls have run
-        wait_for(lambda: _ready(server.stub, "m", "2"), timeout=120)
+        wait_for(lambda: ready(server.stub, "m", "2"), timeout=120)
         assert _library_lines(server.log()) == []
     finally:
         server.stop()
@@ -541,7 +526,7 @@ def test_the_s3_server_named_in_the_url(storage, tmp_path):
     env["PYOVMS_REMOTE_CACHE_DIR"] = str(tmp_path / "cache")
     server = ServerProcess(["--model_name", "plus", "--model_path", url], tmp_path / "log", env=env)
     try:
-        np.testing.assert_array_equal(_infer(server.stub, "plus"), X + 4)
+        np.testing.assert_array_equal(infer(server.stub, "plus"), X + 4)
         assert f"{url}/1: downloaded 2 files" in server.log()
     finally:
         server.stop()
@@ -568,7 +553,7 @@ def test_s3_without_credentials_is_read_anonymously(storage, tmp_path):
     }  # fmt: skip
     server = ServerProcess(["--model_name", "m", "--model_path", "s3://public/m"], tmp_path / "log", env=env)
     try:
-        np.testing.assert_array_equal(_infer(server.stub, "m"), X + 7)
+        np.testing.assert_array_equal(infer(server.stub, "m"), X + 7)
         assert "No AWS credentials in the environment or the SDK's chain: S3 is read anonymously" in server.log()
     finally:
         server.stop()

@@ -13,19 +13,16 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2
 
 from .support import models
 from .support.server_process import ServerProcess, wait_for
+from .support.storage import AZURITE_ACCOUNT_KEY, X, infer, ready
 
 if not all(importlib.util.find_spec(module) for module in ("s3fs", "gcsfs", "adlfs")):  # not imported here: gcsfs
     pytest.skip("the object storage extras are not installed", allow_module_level=True)  # reads its settings once
 
-X = np.arange(10, dtype=np.float32).reshape(1, 10)
-AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's documented development account key
 TIMESTAMP = re.compile(r"^\[([0-9-]+ [0-9:,]+)\]")
 
 
@@ -85,20 +82,6 @@ def _environment(silent: SilentServer, cache: Path) -> dict[str, str]:
     }  # fmt: skip
 
 
-def _ready(stub, name: str, version: str = "") -> bool:
-    try:
-        return stub.ModelReady(service_pb2.ModelReadyRequest(name=name, version=version), timeout=10).ready
-    except grpc.RpcError:
-        return False
-
-
-def _infer(stub, name: str) -> np.ndarray:
-    request = service_pb2.ModelInferRequest(model_name=name)
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 10])
-    request.raw_input_contents.append(X.tobytes())
-    return np.frombuffer(stub.ModelInfer(request, timeout=30).raw_output_contents[0], np.float32).reshape(1, 10)
-
-
 def _logged_at(log: str, text: str) -> datetime:
     for line in log.splitlines():
         if text in line:
@@ -134,10 +117,10 @@ def test_ready_within_the_timeout_beside_silent_and_refusing_storage(tmp_path):
         loading = _logged_at(log, "Started gRPC server") - _logged_at(log, "Server ready")
         assert -loading.total_seconds() < 3 + 15, log[-3000:]
         assert silent.requests >= 3  # S3, GCS and Azure each reached the silent server
-        assert _ready(server.stub, "local")
-        np.testing.assert_array_equal(_infer(server.stub, "local"), X + 1)
+        assert ready(server.stub, "local")
+        np.testing.assert_array_equal(infer(server.stub, "local"), X + 1)
         for name, url in remote.items():
-            assert not _ready(server.stub, name)
+            assert not ready(server.stub, name)
             assert f"model {name}: cannot list {url}: " in log, log[-3000:]
         for name in ("silent_s3", "silent_gs", "silent_az"):
             assert f"{remote[name]}: the storage did not answer within 3 s (--storage_timeout_seconds)" in log
@@ -170,13 +153,13 @@ def test_a_local_model_updates_while_a_storage_stays_silent(tmp_path):
         (tmp_path / "config.json").write_text(json.dumps({"model_config_list": [local, *slow]}))
         wait_for(lambda: silent.requests >= 3, timeout=60)  # every listing is waiting for an answer
         models.build_add_constant(tmp_path / "local" / "2" / "model.xml", [1, 10], 2.0)
-        wait_for(lambda: _ready(server.stub, "local", "2"), timeout=30)
-        np.testing.assert_array_equal(_infer(server.stub, "local"), X + 2)
+        wait_for(lambda: ready(server.stub, "local", "2"), timeout=30)
+        np.testing.assert_array_equal(infer(server.stub, "local"), X + 2)
         log = server.log()
         assert "did not answer" not in log  # the listings were still waiting all along
         assert "model silent_s3: still updating; the next steps leave it out until it ends" in log
         for scheme in ("s3", "gs", "az"):
-            assert not _ready(server.stub, f"silent_{scheme}")
+            assert not ready(server.stub, f"silent_{scheme}")
     finally:
         server.stop()
         silent.close()
