@@ -135,9 +135,9 @@ def measure(config: Path, seconds: float, repeat: int) -> None:
 
 def in_process(root: Path) -> None:
     """The input the library reads is the array the pipeline got (no copy), and what one C node call costs."""
+    from pyovms.control.model_manager import ModelManager
     from pyovms.custom_nodes.interface import LibraryConfig
-    from pyovms.model_manager import ModelManager
-    from pyovms.pipeline import PipelineConfig
+    from pyovms.servables.pipeline import PipelineConfig
 
     library = build_library("faulty", root / "lib")  # mode "ok": copies `in` and returns the address it read from
     pipeline = _one_node("p", "faulty")
@@ -166,7 +166,7 @@ def in_process(root: Path) -> None:
 
 def crash(root: Path) -> None:
     """Crash to exit, and a restart to ServerReady, for a server with the demo models and a C node pipeline."""
-    from pyovms.demo import build_demo_repository
+    from pyovms.repository.demo import build_demo_repository
 
     demo = json.loads(build_demo_repository(root / "demo").read_text())
     library = build_library("faulty", root / "lib")

@@ -26,8 +26,8 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from pyovms.demo import build_image_classifier
-from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+from pyovms.generated import grpc_predict_v2_pb2 as pb
+from pyovms.repository.demo import build_image_classifier
 
 from .servers import free_port, start_pyovms
 

@@ -9,7 +9,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from pyovms.demo import build_dummy, build_image_classifier
+from pyovms.repository.demo import build_dummy, build_image_classifier
 
 HEAVY_SHAPE = (1, 3, 224, 224)
 

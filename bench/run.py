@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+from pyovms.generated import grpc_predict_v2_pb2 as pb
 
 from .h2load import h2load_rest, h2load_run
 from .loadgen import Result, decode_rate, drive, grpc_chain_load, grpc_load, median_result, openvino_load

@@ -133,7 +133,7 @@ def _wait_models_ready(
     """Wait until `models` are ready, asked over `connections` separate connections (workers sharing a port are
     reached per connection, so several connections make it likely that every worker has answered ready), with
     `metadata` (what an API key or a restricted health group needs)."""
-    from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+    from pyovms.generated import grpc_predict_v2_pb2 as pb
 
     deadline = time.monotonic() + timeout
     pending = [(model, index) for index in range(connections) for model in models]

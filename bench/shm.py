@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 import openvino as ov
 
-from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+from pyovms.generated import grpc_predict_v2_pb2 as pb
 
 from .loadgen import MODEL_INFER, Result, median_result, openvino_load
 from .models import HEAVY_SHAPE, write_repository

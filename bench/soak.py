@@ -34,8 +34,8 @@ import aiohttp
 import grpc
 import numpy as np
 
-from pyovms.demo import build_dummy
-from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+from pyovms.generated import grpc_predict_v2_pb2 as pb
+from pyovms.repository.demo import build_dummy
 
 from .servers import start_pyovms
 from .streams import UPPER_GRAPH, UPPER_HANDLER

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+from pyovms.generated import grpc_predict_v2_pb2 as pb
 
 from .loadgen import grpc_load
 from .servers import start_pyovms

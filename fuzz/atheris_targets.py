@@ -18,13 +18,13 @@ import atheris
 
 with atheris.instrument_imports():
     from pyovms.errors import ServingError
-    from pyovms.graphs import packets
-    from pyovms.grpc.status import grpc_code
-    from pyovms.inference import InferInput, InferRequest, TensorSpec
-    from pyovms.rest.infer_codec import parse_infer_request
-    from pyovms.shapes import Dim
-    from pyovms.tensor import tensor_from_input
-    from pyovms.validation import prepare_inputs
+    from pyovms.frontends.grpc.status import grpc_code
+    from pyovms.frontends.rest.infer_codec import parse_infer_request
+    from pyovms.servables.graphs import packets
+    from pyovms.tensors.messages import InferInput, InferRequest, TensorSpec
+    from pyovms.tensors.node_tensor import tensor_from_input
+    from pyovms.tensors.shapes import Dim
+    from pyovms.tensors.validation import prepare_inputs
 
 import grpc
 

@@ -4,12 +4,19 @@
 of Python graph nodes. The rest of the API loads on first use, so `import pyovms` stays light.
 """
 
+import sys
 from typing import TYPE_CHECKING, Any
 
-from . import no_telemetry  # noqa: F401 - first: before anything imports openvino
-from .errors import ServingError, Status
-from .tensor import Tensor
-from .version import __version__
+# OpenVINO's usage telemetry is turned off in pyovms's process, before anything imports openvino. Importing `openvino`
+# imports its model converter, which sends a usage event to Google Analytics through the `openvino_telemetry` package
+# whenever that package is installed (it is one of openvino's dependencies). A model server reports its starts to
+# nobody: marking the package as not importable makes OpenVINO use its own no-op stand-in. A program that imported
+# openvino before pyovms has sent its event already.
+sys.modules.setdefault("openvino_telemetry", None)
+
+from .errors import ServingError, Status  # noqa: E402 - after the telemetry switch above
+from .tensors.node_tensor import Tensor  # noqa: E402
+from .version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
     from .in_process import InProcessServer, serve

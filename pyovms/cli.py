@@ -14,11 +14,12 @@ import re
 import sys
 from typing import Any
 
-from . import access
-from .config import ModelConfig
-from .scheduling import DEFAULT_MAX_QUEUED
-from .settings import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_STORAGE_TIMEOUT_S, CorsSettings, Settings, TlsSettings
-from .shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
+from .frontends import access
+from .frontends.transport import CorsSettings, TlsSettings
+from .repository.config import ModelConfig
+from .scheduling.infer_requests import DEFAULT_MAX_QUEUED
+from .settings import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_STORAGE_TIMEOUT_S, Settings
+from .tensors.shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
 from .version import __version__, protobuf_mismatch
 
 EX_USAGE = 64
@@ -344,7 +345,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if value and not os.path.isfile(value):
             raise UsageError(f"{name}: no such file: {value}")
     if args.metrics_list:
-        from .metrics import HELP  # the known metric names
+        from .observability.metrics import HELP  # the known metric names
 
         unknown = [n.strip() for n in args.metrics_list.split(",") if n.strip() and n.strip() not in HELP]
         if unknown:

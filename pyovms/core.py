@@ -1,7 +1,7 @@
 """The protocol-neutral entry every front end calls: health, metadata and inference.
 
 `Server` knows servables and tensors, never a wire format: gRPC and REST front ends translate their messages
-into `pyovms.inference` types, call these methods, and translate the answers (or `ServingError`) back.
+into `pyovms.tensors.messages` types, call these methods, and translate the answers (or `ServingError`) back.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import shared_memory
 from .errors import ServingError, Status
-from .images import DEFAULT_MAX_DECODED_BYTES
-from .inference import (
+from .observability.metrics import Metrics
+from .repository.registry import Repository, VersionState, check_available
+from .tensors import shared_memory
+from .tensors.images import DEFAULT_MAX_DECODED_BYTES
+from .tensors.messages import (
     InferRequest,
     InferResponse,
     ModelMetadata,
@@ -23,13 +25,11 @@ from .inference import (
     VersionStatistics,
     VersionStatus,
 )
-from .metrics import Metrics
-from .repository import Repository, VersionState, check_available
-from .shared_memory import RegionStatus, SharedMemoryRegistry
-from .validation import check_requested_outputs, prepare_inputs, resolve_pending
+from .tensors.shared_memory import RegionStatus, SharedMemoryRegistry
+from .tensors.validation import check_requested_outputs, prepare_inputs, resolve_pending
 
 if TYPE_CHECKING:
-    from .repository_control import RepositoryControl
+    from .control.repository_extension import RepositoryControl
 from .version import __version__
 
 log = logging.getLogger("pyovms.core")

@@ -24,11 +24,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import tensors
-from .config import ModelConfig
 from .core import Server
 from .errors import ServingError, Status
-from .inference import (
+from .repository.config import ModelConfig
+from .server import ServerRuntime, StartupError, _loop_factory
+from .settings import Settings
+from .tensors import datatypes
+from .tensors.messages import (
     InferInput,
     InferRequest,
     ModelMetadata,
@@ -36,8 +38,6 @@ from .inference import (
     ServerMetadata,
     VersionStatistics,
 )
-from .server import ServerRuntime, StartupError, _loop_factory
-from .settings import Settings
 
 T = TypeVar("T")
 
@@ -327,13 +327,13 @@ def build_request(
 def _input(name: str, value: Any) -> InferInput:
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
     if array.dtype.kind in "SUO":
-        datatype, raw = tensors.encode_array(array)
+        datatype, raw = datatypes.encode_array(array)
         return InferInput(name, datatype, tuple(array.shape), raw=raw)
     try:
-        datatype = tensors.from_numpy(array.dtype)
+        datatype = datatypes.from_numpy(array.dtype)
     except ValueError as exc:
         raise ServingError(Status.INVALID_PRECISION, f"{exc}; input name: {name}") from exc
-    little_endian = tensors.DATATYPES[datatype].dtype
+    little_endian = datatypes.DATATYPES[datatype].dtype
     contiguous = np.ascontiguousarray(array, dtype=little_endian)
     return InferInput(name, datatype, tuple(array.shape), raw=contiguous.reshape(-1).view(np.uint8).data)
 

@@ -22,52 +22,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .access import AccessPolicy
-from .config import GRAPH_FILE, GraphEntry, load_config
-from .config_watcher import Configs, ConfigWatcher, sections_of, with_subconfig_models
+from .control.config_watcher import Configs, ConfigWatcher, sections_of, with_subconfig_models
+from .control.model_manager import ModelManager
+from .control.repository_extension import RepositoryControl
 from .core import Server
 from .errors import ServingError, Status
-from .grpc.service import start_grpc_server
-from .metrics import Metrics, parse_metrics_list
-from .model_manager import ModelManager
-from .repository import Repository
-from .repository_control import RepositoryControl
-from .rest.server import RestApi, RestServer, start_rest_server
-from .scheduling import PoolSettings
+from .frontends.access import AccessPolicy
+from .frontends.grpc.service import start_grpc_server
+from .frontends.rest.server import RestApi, RestServer, start_rest_server
+from .observability.logs import configure_logging
+from .observability.metrics import Metrics, parse_metrics_list
+from .repository.config import GRAPH_FILE, GraphEntry, load_config
+from .repository.registry import Repository
+from .scheduling.infer_requests import PoolSettings
 from .settings import Settings
-from .shared_memory import SharedMemoryRegistry
+from .tensors.shared_memory import SharedMemoryRegistry
 from .workers import is_worker, supervise
 
 log = logging.getLogger("pyovms.server")
-
-TRACE = 5
-
-
-REPORTED_BY_PYOVMS = ("gcsfs",)
-"""Libraries that log each error they raise with its traceback (at every retry), where pyovms logs it in one line
-with its cause: quiet unless `--library_log_level` is INFO or lower."""
-
-
-def _level(name: str) -> int:
-    return TRACE if name == "TRACE" else getattr(logging, name)
-
-
-def configure_logging(settings: Settings) -> None:
-    """pyovms's loggers at `--log_level`; every library's (storage SDKs, OpenVINO's Python side ...) at
-    `--library_log_level`, WARNING by default, so that their per-request INFO lines (one per storage call) stay out."""
-    logging.addLevelName(TRACE, "TRACE")
-    level = _level(settings.log_level)
-    handler: logging.Handler
-    handler = logging.FileHandler(settings.log_path) if settings.log_path else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(process)d][%(name)s][%(levelname)s] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    library_level = _level(settings.library_log_level)
-    root.setLevel(library_level)
-    logging.getLogger("pyovms").setLevel(level)
-    for name in REPORTED_BY_PYOVMS:
-        logging.getLogger(name).setLevel(logging.CRITICAL if library_level >= logging.WARNING else logging.NOTSET)
-
 
 SERVED_SECTIONS = ("pipeline_config_list", "custom_node_library_config_list", "monitoring")
 
@@ -76,7 +48,7 @@ def _configs(settings: Settings) -> tuple[Configs, dict]:
     """The models, pipelines and custom node libraries to serve (config.json, single-model flags or the demo), and
     config.json's `monitoring.metrics` section."""
     if settings.demo:
-        from .demo import SAMPLE_IMAGE, build_demo_repository, default_demo_dir
+        from .repository.demo import SAMPLE_IMAGE, build_demo_repository, default_demo_dir
 
         if is_worker():  # the supervisor built it
             return (load_config(default_demo_dir() / "config.json").models, [], [], []), {}
@@ -331,7 +303,7 @@ def _stop_at_once(signum: int) -> None:
 
 def run(settings: Settings, argv: list[str]) -> int:
     """Serve in this process, or supervise `--grpc_workers` processes running the same `argv`."""
-    configure_logging(settings)
+    configure_logging(settings.log_level, settings.library_log_level, settings.log_path)
     _report_crashes()
     if settings.grpc_workers > 1 and not is_worker():
         _warn_not_served(settings)

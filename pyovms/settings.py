@@ -6,33 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .access import Group, Restriction, Secret
-from .config import ModelConfig
-from .remote_storage import DEFAULT_TIMEOUT_S as DEFAULT_STORAGE_TIMEOUT_S
-from .scheduling import DEFAULT_MAX_QUEUED
-from .shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
+from .frontends.access import Group, Restriction, Secret
+from .frontends.transport import CorsSettings, TlsSettings
+from .repository.config import ModelConfig
+from .repository.remote_storage import DEFAULT_TIMEOUT_S as DEFAULT_STORAGE_TIMEOUT_S
+from .scheduling.infer_requests import DEFAULT_MAX_QUEUED
+from .tensors.shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 30
 """Largest gRPC message and REST body, in bytes (1 GiB, as in OVMS)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CorsSettings:
-    """`--allowed_origins`, `--allowed_methods`, `--allowed_headers` (comma-separated or `*`), `--allow_credentials`."""
-
-    origins: str = "*"
-    methods: str = "*"
-    headers: str = "*"
-    credentials: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    """`--tls_cert`, `--tls_key` (PEM files) and `--tls_client_ca` (PEM; requires client certificates: mutual TLS)."""
-
-    cert: str
-    key: str
-    client_ca: str | None = None
 
 
 @dataclass(slots=True)

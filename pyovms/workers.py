@@ -45,7 +45,7 @@ def _die_with_parent() -> None:
 def _prepare(settings: Settings) -> None:
     """Work done once before the workers start, so that they do not race each other doing it."""
     if settings.demo:
-        from .demo import SAMPLE_IMAGE, build_demo_repository
+        from .repository.demo import SAMPLE_IMAGE, build_demo_repository
 
         root = build_demo_repository().parent
         log.info("Demo repository built in %s (a sample image: %s)", root, root / SAMPLE_IMAGE)

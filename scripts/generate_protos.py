@@ -3,9 +3,9 @@
 Usage: python scripts/generate_protos.py [--out DIR]
 
 Needs grpcio-tools (in the `dev` and `test` extras). Each proto file has a target package directory in `TARGETS`:
-- proto/grpc_predict_v2.proto -> pyovms/grpc/generated (messages, stubs and gRPC service code);
-- proto/mediapipe_graph.proto -> pyovms/graphs/generated (messages only: graph.pbtxt files are read with it).
-`--out DIR` writes the same layout under DIR instead of pyovms/ (DIR/grpc/generated, DIR/graphs/generated);
+- proto/grpc_predict_v2.proto -> pyovms/generated (messages, stubs and gRPC service code);
+- proto/mediapipe_graph.proto -> pyovms/generated (messages only: graph.pbtxt files are read with it).
+`--out DIR` writes the same layout under DIR instead of pyovms/ (DIR/generated);
 tests/test_generated_code.py does that in a temporary directory and fails when the committed files differ.
 
 The edits made to protoc's output are all mechanical:
@@ -40,8 +40,8 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "grpc_predict_v2.proto": Target(Path("grpc", "generated"), grpc=True),
-    "mediapipe_graph.proto": Target(Path("graphs", "generated"), grpc=False),
+    "grpc_predict_v2.proto": Target(Path("generated"), grpc=True),
+    "mediapipe_graph.proto": Target(Path("generated"), grpc=False),
 }
 
 _WKT_IMPORT = re.compile(r"^from google\.protobuf import \w+_pb2 as (\w+)$", re.MULTILINE)

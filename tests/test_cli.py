@@ -351,7 +351,7 @@ def test_demo_builds_repository_in_cache_dir(demo_server):
 def test_the_demo_is_built_once_per_version_and_renamed_into_place(tmp_path):
     """A second build keeps the first (and an edit to it); a repository of another version is replaced whole, with no
     staging directory left beside it."""
-    from pyovms.demo import SAMPLE_IMAGE, VERSION_FILE, build_demo_repository
+    from pyovms.repository.demo import SAMPLE_IMAGE, VERSION_FILE, build_demo_repository
 
     root = tmp_path / "demo"
     config = build_demo_repository(root)

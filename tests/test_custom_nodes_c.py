@@ -447,9 +447,9 @@ def test_inputs_reach_the_library_without_a_copy(tmp_path, libraries):
     """In-process: the array a pipeline is given is the memory the library reads (a 600 KB tensor too)."""
     import asyncio
 
+    from pyovms.control.model_manager import ModelManager
     from pyovms.custom_nodes.interface import LibraryConfig
-    from pyovms.model_manager import ModelManager
-    from pyovms.pipeline import PipelineConfig
+    from pyovms.servables.pipeline import PipelineConfig
 
     pipeline = _pipeline("p", ["in"], [
         _c("f", "faulty", {"in": ("request", "in")}, {"address": "address", "out": "out"}),

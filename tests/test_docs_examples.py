@@ -56,7 +56,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from pyovms.demo import build_demo_repository
+from pyovms.repository.demo import build_demo_repository
 
 from .support.server_process import free_port, wait_for
 

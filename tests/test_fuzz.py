@@ -20,18 +20,18 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pyovms import shared_memory
 from pyovms.errors import ServingError
-from pyovms.graphs import packets
-from pyovms.grpc import converters
-from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
-from pyovms.grpc.status import grpc_code
-from pyovms.inference import TensorSpec
-from pyovms.rest.infer_codec import parse_infer_request
-from pyovms.rest.status import http_code
-from pyovms.shapes import Dim
-from pyovms.tensor import tensor_from_input
-from pyovms.validation import prepare_inputs
+from pyovms.frontends.grpc import converters
+from pyovms.frontends.grpc.status import grpc_code
+from pyovms.frontends.rest.infer_codec import parse_infer_request
+from pyovms.frontends.rest.status import http_code
+from pyovms.generated import grpc_predict_v2_pb2 as pb
+from pyovms.servables.graphs import packets
+from pyovms.tensors import shared_memory
+from pyovms.tensors.messages import TensorSpec
+from pyovms.tensors.node_tensor import tensor_from_input
+from pyovms.tensors.shapes import Dim
+from pyovms.tensors.validation import prepare_inputs
 
 from .support import models
 from .support.server_process import serve_config
@@ -391,7 +391,7 @@ GUARD_KEY, GUARD_ADMIN = "fuzz-key-3e1d", "fuzz-admin-9b7c"
 def test_access_admits_exactly_the_right_header_and_key(name, value, key, probe, headers, scheme):
     """Random headers beside (or instead of) the right ones: a call passes exactly when its API key (unless it is a
     probe) and its group's header are the configured ones."""
-    from pyovms.access import AUTHORIZATION, AccessPolicy, Group, Restriction, Secret
+    from pyovms.frontends.access import AUTHORIZATION, AccessPolicy, Group, Restriction, Secret
 
     policy = AccessPolicy({Group.INFERENCE: Restriction(name, Secret(value))}, Secret(key) if key else None)
     offered = {k.lower(): v for k, v in headers.items()}

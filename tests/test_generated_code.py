@@ -7,9 +7,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pyovms"
 EXPECTED = {
-    Path("grpc", "generated"): ["grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py"],
-    Path("graphs", "generated"): ["mediapipe_graph_pb2.py", "mediapipe_graph_pb2.pyi"],
-}
+    Path("generated"): [
+        "grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py", "mediapipe_graph_pb2.py",
+        "mediapipe_graph_pb2.pyi",
+    ],
+}  # fmt: skip
 
 
 def test_generated_code_is_fresh(tmp_path):
@@ -28,7 +30,7 @@ def test_generated_code_is_fresh(tmp_path):
 
 def test_field_numbers_match_kserve():
     """A few field numbers clients depend on, checked on the generated descriptors."""
-    from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+    from pyovms.generated import grpc_predict_v2_pb2 as pb
 
     request = pb.ModelInferRequest.DESCRIPTOR.fields_by_name
     assert request["raw_input_contents"].number == 7
@@ -50,7 +52,7 @@ def test_triton_extension_messages_match_tritonclient():
     """Every field of the Triton extension messages pyovms defines has Triton's number, type and cardinality."""
     from tritonclient.grpc import model_config_pb2, service_pb2
 
-    from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+    from pyovms.generated import grpc_predict_v2_pb2 as pb
 
     theirs = {**service_pb2.DESCRIPTOR.message_types_by_name, **model_config_pb2.DESCRIPTOR.message_types_by_name}
     names = [
@@ -97,7 +99,7 @@ def test_private_descriptor_pool_coexists_with_tritonclient():
     """pyovms's messages live outside protobuf's default pool, so both can be imported in one process."""
     from tritonclient.grpc import service_pb2
 
-    from pyovms.grpc.generated import grpc_predict_v2_pb2 as pb
+    from pyovms.generated import grpc_predict_v2_pb2 as pb
 
     message = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"abc"])
     parsed = service_pb2.ModelInferRequest.FromString(message.SerializeToString())
@@ -108,7 +110,7 @@ def test_graph_messages_use_a_private_pool_that_resolves_any_and_extensions():
     """The graph schema is outside the default pool, yet its pool knows google.protobuf.Any and the extensions."""
     from google.protobuf import descriptor_pool
 
-    from pyovms.graphs.generated import mediapipe_graph_pb2 as pb
+    from pyovms.generated import mediapipe_graph_pb2 as pb
 
     assert pb.CalculatorGraphConfig.DESCRIPTOR.file.pool is pb.POOL
     assert pb.POOL.FindMessageTypeByName("google.protobuf.Any").full_name == "google.protobuf.Any"

@@ -4,7 +4,7 @@ import pytest
 from google.protobuf import descriptor_pool
 
 from pyovms.errors import ServingError, Status
-from pyovms.graphs.graph_config import GraphConfig, StreamRef, parse_graph_config, read_graph_config
+from pyovms.servables.graphs.graph_config import GraphConfig, StreamRef, parse_graph_config, read_graph_config
 
 PYTHON_QUICKSTART = """
 input_stream: "OVMS_PY_TENSOR:text"
@@ -330,7 +330,7 @@ def test_read_graph_config(tmp_path):
 
 def test_graph_schema_stays_out_of_the_default_pool():
     """A real `mediapipe` install registers mediapipe.CalculatorGraphConfig in the default pool: pyovms must not."""
-    import pyovms.graphs.graph_config  # noqa: F401
+    import pyovms.servables.graphs.graph_config  # noqa: F401
 
     with pytest.raises(KeyError):
         descriptor_pool.Default().FindMessageTypeByName("mediapipe.CalculatorGraphConfig")

@@ -9,9 +9,9 @@ import gc
 import pytest
 
 from pyovms.errors import ServingError, Status
-from pyovms.graphs.calculators import Calculator
-from pyovms.graphs.graph_config import parse_graph_config
-from pyovms.graphs.runtime import GraphRun, NodeRun
+from pyovms.servables.graphs.calculators import Calculator
+from pyovms.servables.graphs.graph_config import parse_graph_config
+from pyovms.servables.graphs.runtime import GraphRun, NodeRun
 
 
 class Recorder(Calculator):

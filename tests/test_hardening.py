@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from pyovms import user_code
+from pyovms.scheduling import user_code
 
 from .support import graph_repository, models
 from .support.server_process import ServerProcess, serve_config, wait_for

@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 
-from pyovms.images import declared_size
+from pyovms.tensors.images import declared_size
 
 from .support import models
 from .support.server_process import serve_config

@@ -237,7 +237,7 @@ def test_a_missing_bucket_leaves_that_model_out_and_the_others_serve(storage, tm
 def test_a_missing_extra_is_named():
     code = (
         "import sys; sys.modules['s3fs'] = None\n"
-        "from pyovms.remote_storage import RemoteModelDirectory\n"
+        "from pyovms.repository.remote_storage import RemoteModelDirectory\n"
         "try:\n    RemoteModelDirectory('s3://b/m').listing()\n"
         "except Exception as exc:\n    print(exc)\n"
     )
@@ -405,7 +405,7 @@ def test_gcs_a_key_file_that_is_refused_is_named_with_its_cause_not_its_content(
 
 @pytest.mark.parametrize("storage", ["s3"], indirect=True)
 def test_a_large_download_logs_its_progress(storage, tmp_path):
-    from pyovms.remote_storage import LARGE_FILE_BYTES
+    from pyovms.repository.remote_storage import LARGE_FILE_BYTES
 
     storage.create_bucket("large")
     local = _model_dir(tmp_path / "local", {1: 3.0})
@@ -424,7 +424,7 @@ def test_a_large_download_logs_its_progress(storage, tmp_path):
 def test_staging_left_by_a_dead_download_is_removed_and_a_live_one_is_not(storage, tmp_path, monkeypatch):
     import fcntl
 
-    from pyovms.remote_storage import STALE_AFTER_S, RemoteModelDirectory
+    from pyovms.repository.remote_storage import STALE_AFTER_S, RemoteModelDirectory
 
     storage.create_bucket("staging")
     storage.upload("staging", "m", _model_dir(tmp_path / "local", {1: 6.0}))

@@ -10,7 +10,7 @@ import openvino as ov
 import pytest
 
 from pyovms.errors import ServingError, Status
-from pyovms.scheduling import WARMUP_INFERENCES, InferRequestPool, PoolSettings
+from pyovms.scheduling.infer_requests import WARMUP_INFERENCES, InferRequestPool, PoolSettings
 
 from .support import models
 

@@ -25,8 +25,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from pyovms import access
 from pyovms.cli import UsageError, parse_settings
+from pyovms.frontends import access
 
 from .support import models
 from .support.server_process import ServerProcess

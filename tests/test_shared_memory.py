@@ -409,9 +409,9 @@ def test_openvino_reads_and_writes_shared_tensors_in_place_then_gets_its_own_bac
 
     import openvino as ov
 
-    from pyovms.config import ModelConfig
-    from pyovms.openvino_model import OpenVinoModel
-    from pyovms.scheduling import InferRequestPool, Shared
+    from pyovms.repository.config import ModelConfig
+    from pyovms.scheduling.infer_requests import InferRequestPool, Shared
+    from pyovms.servables.openvino_model import OpenVinoModel
 
     width = 32768  # 128 KB: above the size read and written in place
     model_path = models.build_add_constant(tmp_path / "m" / "1" / "model.xml", [1, width], 1.0)
@@ -472,7 +472,7 @@ def test_the_readme_example_runs_as_written(server, capsys):
 def test_the_byte_limit_in_process(tmp_path):
     """--shm_max_bytes: a registration past the total is refused, naming the limit; what fits is registered."""
     from pyovms.errors import ServingError
-    from pyovms.shared_memory import SharedMemoryRegistry
+    from pyovms.tensors.shared_memory import SharedMemoryRegistry
 
     key = f"pyovms_test_{os.getpid()}_limit"
     path = Path("/dev/shm") / key

@@ -12,8 +12,8 @@ import pytest
 
 from pyovms import Tensor
 from pyovms.errors import ServingError, Status
-from pyovms.inference import InferInput, InferOutput
-from pyovms.tensor import datatype_of, tensor_from_input, tensor_to_output
+from pyovms.tensors.messages import InferInput, InferOutput
+from pyovms.tensors.node_tensor import datatype_of, tensor_from_input, tensor_to_output
 
 FORMATS = [
     ("?", "BOOL", np.bool_),

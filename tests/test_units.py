@@ -9,47 +9,47 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pyovms import tensors
-from pyovms.config import load_config
 from pyovms.errors import ServingError, Status
-from pyovms.grpc.status import GRPC_CODES, grpc_code
-from pyovms.inference import InferInput, InferOutput, InferRequest, TensorSpec
-from pyovms.repository import parse_version
-from pyovms.shapes import Dim, format_dims, parse_shape
-from pyovms.validation import prepare_inputs
-from pyovms.version_policy import VersionPolicy
+from pyovms.frontends.grpc.status import GRPC_CODES, grpc_code
+from pyovms.repository.config import load_config
+from pyovms.repository.registry import parse_version
+from pyovms.repository.version_policy import VersionPolicy
+from pyovms.tensors import datatypes
+from pyovms.tensors.messages import InferInput, InferOutput, InferRequest, TensorSpec
+from pyovms.tensors.shapes import Dim, format_dims, parse_shape
+from pyovms.tensors.validation import prepare_inputs
 
 
 def test_bytes_framing_round_trip():
     items = [b"", b"a", "zażółć".encode(), bytes(range(256))]
-    framed = tensors.join_bytes(items)
+    framed = datatypes.join_bytes(items)
     assert framed[:4] == struct.pack("<I", 0)
-    assert tensors.split_bytes(framed) == items
+    assert datatypes.split_bytes(framed) == items
 
 
 @pytest.mark.parametrize("buffer", [b"\x05\x00\x00\x00abc", b"\x01\x00\x00\x00ab", b"\x01\x00"])
 def test_bytes_framing_rejects_broken_buffers(buffer):
-    assert tensors.split_bytes(buffer) is None
+    assert datatypes.split_bytes(buffer) is None
 
 
 def test_raw_decode_is_a_view_without_copy():
     buffer = np.arange(6, dtype="<f4").tobytes()
-    array = tensors.decode_raw(tensors.DATATYPES["FP32"], (2, 3), buffer)
+    array = datatypes.decode_raw(datatypes.DATATYPES["FP32"], (2, 3), buffer)
     assert array.base is not None and not array.flags.owndata
     np.testing.assert_array_equal(array, np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
 def test_contents_decode_casts_like_c():
     contents = SimpleNamespace(int_contents=[300, -129, 5])
-    array = tensors.decode_contents(tensors.DATATYPES["INT8"], (3,), contents)
+    array = datatypes.decode_contents(datatypes.DATATYPES["INT8"], (3,), contents)
     assert array.dtype == np.int8 and array.tolist() == [44, 127, 5]
 
 
 def test_openvino_types_map_to_kserve_and_ovms_precisions():
-    assert tensors.from_openvino("f32") == ("FP32", "FP32")
-    assert tensors.from_openvino("i64") == ("INT64", "I64")
-    assert tensors.from_openvino("string") == ("BYTES", "STRING")
-    assert tensors.from_openvino("bf16") == ("INVALID", "BF16")
+    assert datatypes.from_openvino("f32") == ("FP32", "FP32")
+    assert datatypes.from_openvino("i64") == ("INT64", "I64")
+    assert datatypes.from_openvino("string") == ("BYTES", "STRING")
+    assert datatypes.from_openvino("bf16") == ("INVALID", "BF16")
 
 
 def test_output_encoding_of_strings_and_numbers():
@@ -62,7 +62,7 @@ def test_output_encoding_of_strings_and_numbers():
 
 def test_strings_from_2d_cut_at_first_nul():
     rows = np.array([[97, 98, 0, 99], [100, 101, 102, 103]], dtype=np.uint8)
-    assert tensors.strings_from_2d(rows).tolist() == [b"ab", b"defg"]
+    assert datatypes.strings_from_2d(rows).tolist() == [b"ab", b"defg"]
 
 
 @pytest.mark.parametrize(
@@ -136,7 +136,7 @@ def test_every_status_has_a_grpc_code_and_none_is_unknown():
 
 
 def test_every_status_has_an_http_code_and_only_server_faults_are_500():
-    from pyovms.rest.status import HTTP_CODES
+    from pyovms.frontends.rest.status import HTTP_CODES
 
     assert set(HTTP_CODES) == set(Status)
     server_faults = {s for s, code in HTTP_CODES.items() if code == 500}
@@ -228,10 +228,10 @@ def test_string_element_count_is_refused_before_splitting():
 def test_large_string_buffers_are_split_off_the_event_loop():
     import asyncio
 
-    from pyovms.validation import PendingStrings, resolve_pending
+    from pyovms.tensors.validation import PendingStrings, resolve_pending
 
     items = [b"x" * 100] * 20_000  # 2 MB
-    request = _strings_request(tensors.join_bytes(items), (len(items),))
+    request = _strings_request(datatypes.join_bytes(items), (len(items),))
     prepared = prepare_inputs({"s": STRING_SPEC}, request)
     assert isinstance(prepared["s"], PendingStrings)
     resolved = asyncio.run(resolve_pending(prepared))
@@ -241,8 +241,8 @@ def test_large_string_buffers_are_split_off_the_event_loop():
 
 @pytest.mark.parametrize("shape", [(0, 2, 1 << 62), (1 << 62, 0, 4), (1 << 31, 1 << 31, 4)])
 def test_shapes_numpy_cannot_hold_are_refused_everywhere(shape):
-    from pyovms.graphs.packets import OVTENSOR, to_packet
-    from pyovms.tensor import tensor_from_input
+    from pyovms.servables.graphs.packets import OVTENSOR, to_packet
+    from pyovms.tensors.node_tensor import tensor_from_input
 
     tensor = InferInput("x", "FP32", shape, raw=b"")
     spec = TensorSpec("x", "FP32", "FP32", tuple(Dim(0, -1) for _ in shape), 0)

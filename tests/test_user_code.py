@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pyovms.user_code import UserCodePool
+from pyovms.scheduling.user_code import UserCodePool
 
 
 def _threads(pool: UserCodePool) -> list[str]:
@@ -121,7 +121,7 @@ def test_a_hung_call_does_not_keep_the_process_from_exiting(tmp_path):
 
     script = (
         "import asyncio, threading\n"
-        "from pyovms.user_code import run_user_code\n"
+        "from pyovms.scheduling.user_code import run_user_code\n"
         "async def main():\n"
         "    try:\n"
         "        await asyncio.wait_for(run_user_code('python_node', threading.Event().wait), 0.1)\n"

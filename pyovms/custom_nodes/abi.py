@@ -11,7 +11,7 @@ import ctypes
 
 import numpy as np
 
-from .. import tensors
+from ..tensors import datatypes
 
 # enum CustomNodeTensorPrecision, in the header's order (the values are their positions).
 UNSPECIFIED, FP32, FP16, U8, I8, I16, U16, I32, FP64, I64 = range(10)
@@ -30,7 +30,7 @@ PRECISION_DATATYPES: dict[int, str] = {
 """The KServe datatype of each precision a library may declare or produce (UNSPECIFIED has none)."""
 
 PRECISION_DTYPES: dict[int, np.dtype] = {
-    precision: tensors.DATATYPES[datatype].dtype  # type: ignore[misc]
+    precision: datatypes.DATATYPES[datatype].dtype  # type: ignore[misc]
     for precision, datatype in PRECISION_DATATYPES.items()
 }
 """The numpy dtype (little-endian) of each precision's elements."""

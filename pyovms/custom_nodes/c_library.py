@@ -32,11 +32,11 @@ from itertools import count
 
 import numpy as np
 
-from .. import tensors
 from ..errors import ServingError, Status
-from ..inference import TensorSpec
-from ..scheduling import InlineChoice
-from ..shapes import Dim
+from ..scheduling.infer_requests import InlineChoice
+from ..tensors import datatypes
+from ..tensors.messages import TensorSpec
+from ..tensors.shapes import Dim
 from . import abi
 from .interface import CustomNode, LibraryConfig, file_signature
 
@@ -208,7 +208,7 @@ class CCustomNode(CustomNode):
             if any(d > _INT64_MAX for d in values):
                 raise ServingError(Status.NODE_LIBRARY_INVALID_SHAPE, f"{where}: {name}: {values}")
             dims = tuple(Dim.static(d) if d else Dim.any() for d in values)
-            return TensorSpec(name, datatype, tensors.DATATYPES[datatype].precision, dims, 0)
+            return TensorSpec(name, datatype, datatypes.DATATYPES[datatype].precision, dims, 0)
         finally:
             self._release(dims_address)
 

@@ -31,11 +31,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .. import tensors
 from ..errors import ServingError, Status
-from ..inference import TensorSpec
-from ..scheduling import InlineChoice
-from ..user_code import describe, run_user_code
+from ..scheduling.infer_requests import InlineChoice
+from ..scheduling.user_code import describe, run_user_code
+from ..tensors import datatypes
+from ..tensors.messages import TensorSpec
 
 log = logging.getLogger("pyovms.custom_nodes")
 
@@ -144,7 +144,7 @@ class CustomNode:
 
     def _check_output(self, name: str, array: np.ndarray) -> None:
         declared = self.outputs.get(name)
-        datatype = tensors.from_numpy(array.dtype) if array.dtype.kind in "biuf" else None
+        datatype = datatypes.from_numpy(array.dtype) if array.dtype.kind in "biuf" else None
         if declared is not None and datatype != declared.datatype:
             raise ServingError(
                 Status.NODE_LIBRARY_OUTPUT_INVALID,

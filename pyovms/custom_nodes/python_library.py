@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import tensors
 from ..errors import ServingError, Status
-from ..inference import TensorSpec
-from ..shapes import Dim
-from ..user_code import USER_ERRORS, describe
+from ..scheduling.user_code import USER_ERRORS, describe
+from ..tensors import datatypes
+from ..tensors.messages import TensorSpec
+from ..tensors.shapes import Dim
 from .interface import CustomNode, LibraryConfig, file_signature
 
 log = logging.getLogger("pyovms.custom_nodes")
@@ -30,7 +30,7 @@ def _tensor_specs(library: str, declared: Mapping[str, tuple[str, list[int]]]) -
     """TensorSpecs of declared inputs or outputs: name -> (KServe datatype, shape with -1 for any size)."""
     specs = {}
     for name, (datatype, shape) in sorted(declared.items()):
-        described = tensors.DATATYPES.get(datatype)
+        described = datatypes.DATATYPES.get(datatype)
         if described is None:
             raise ServingError(Status.PIPELINE_INCORRECT_LIBRARY, f"{library}: tensor {name} has datatype {datatype}")
         dims = tuple(Dim.any() if d == -1 else Dim.static(d) for d in shape)

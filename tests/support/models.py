@@ -9,7 +9,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from pyovms.demo import build_dummy
+from pyovms.repository.demo import build_dummy
 
 __all__ = ["build_dummy"]
 

@@ -1,1 +1,0 @@
-"""Code generated from proto/ by scripts/generate_protos.py. Do not edit."""
