@@ -137,7 +137,7 @@ def in_process(root: Path) -> None:
     """The input the library reads is the array the pipeline got (no copy), and what one C node call costs."""
     from pyovms.control.model_manager import ModelManager
     from pyovms.custom_nodes.interface import LibraryConfig
-    from pyovms.servables.pipeline import PipelineConfig
+    from pyovms.servables.pipelines.config import PipelineConfig
 
     library = build_library("faulty", root / "lib")  # mode "ok": copies `in` and returns the address it read from
     pipeline = _one_node("p", "faulty")

@@ -449,7 +449,7 @@ def test_inputs_reach_the_library_without_a_copy(tmp_path, libraries):
 
     from pyovms.control.model_manager import ModelManager
     from pyovms.custom_nodes.interface import LibraryConfig
-    from pyovms.servables.pipeline import PipelineConfig
+    from pyovms.servables.pipelines.config import PipelineConfig
 
     pipeline = _pipeline("p", ["in"], [
         _c("f", "faulty", {"in": ("request", "in")}, {"address": "address", "out": "out"}),

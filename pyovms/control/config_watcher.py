@@ -22,7 +22,7 @@ from pathlib import Path
 from ..custom_nodes.interface import LibraryConfig
 from ..errors import ServingError, Status, redact_paths
 from ..repository.config import GraphEntry, ModelConfig, ServingConfig, load_config, load_subconfig
-from ..servables.pipeline import PipelineConfig
+from ..servables.pipelines.config import PipelineConfig
 from .model_manager import ModelManager
 
 log = logging.getLogger("pyovms.config_watcher")

@@ -31,7 +31,9 @@ from ..repository.remote_storage import DEFAULT_TIMEOUT_S, Listing, RemoteModelD
 from ..repository.version_policy import VersionPolicy
 from ..servables.graphs.graph import Graph
 from ..servables.openvino_model import OpenVinoModel
-from ..servables.pipeline import Pipeline, PipelineConfig
+from ..servables.pipelines.config import PipelineConfig
+from ..servables.pipelines.loading import build_pipeline
+from ..servables.pipelines.pipeline import Pipeline
 
 log = logging.getLogger("pyovms.model_manager")
 
@@ -152,7 +154,7 @@ class ModelManager:
         entry = ModelVersion(config.name, 1, kind="pipeline")
         self.repository.pipelines[config.name] = Model(config.name, None, {1: entry}, kind="pipeline")
         try:
-            entry.servable = Pipeline.build(config, self.repository)
+            entry.servable = build_pipeline(config, self.repository)
         except ServingError as exc:
             # A model it needs is not available: the reason alone, after "Pipeline is not loaded yet".
             failure = exc.details if exc.status == Status.PIPELINE_DEFINITION_NOT_LOADED_YET else exc.message

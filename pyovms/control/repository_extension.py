@@ -35,7 +35,7 @@ from typing import Any
 from ..errors import ServingError, Status
 from ..repository.config import GRAPH_FILE, GraphEntry, ModelConfig, validate_document
 from ..repository.registry import Model, Repository, VersionState
-from ..servables.pipeline import Pipeline
+from ..servables.pipelines.pipeline import Pipeline
 from ..tensors.messages import RepositoryEntry
 from .config_watcher import ConfigWatcher, Pin
 
