@@ -12,7 +12,7 @@ Reported per kind: requests and errors over the whole run, and p50/p99/max laten
 `--settle` seconds (the first answer of each stream, which waits for the server to take the new call, has a row of
 its own, over the whole run); and the server's RSS averaged over the first 10 s after `--settle` seconds and over the
 last 10 s (a sixth of shorter runs, at least a second), and the growth between them.
-tests/test_soak.py runs a short version of this in CI.
+tests/e2e/test_soak.py runs a short version of this in CI.
 """
 
 from __future__ import annotations

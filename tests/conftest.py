@@ -1,5 +1,5 @@
 """Shared fixtures: one repository of test models and one real pyovms server for the session; and the run's check
-that no test process opens a connection outside the machine (network_guard.py)."""
+that no test process opens a connection outside the machine (support/network_guard.py)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ A file that does not parse or breaks the schema changes nothing (the last good c
 its version directories are still rescanned). `POST /v1/config/reload` runs the same step at once. One step runs
 at a time.
 
-Explicit loads and unloads (the repository extension, `repository_control.py`) are pins laid over config.json's
+Explicit loads and unloads (the repository extension, `repository_extension.py`) are pins laid over config.json's
 sections: an unloaded name is left out, a loaded one is kept (with its override, or from the repository root when
 config.json does not name it). Pins hold until config.json's content changes; then config.json alone applies.
 """

@@ -1,14 +1,14 @@
 """Building servables: loading the models, custom node libraries, pipelines and graphs a configuration names into
 the repository, and applying a changed configuration (spec §4.4) without stopping what still serves.
 
-Loading runs in worker threads so the event loop keeps answering. Model directories may be local or in object
-storage (`remote_storage.py`). Each model is updated on its own: a timed step waits at most one poll period for the
-updates it starts, and one that takes longer (a slow storage, a large download) goes on in the background, its model
-left out of the next steps until it ends. A model whose storage fails or does not answer in time is tried again
+Loading runs in worker threads so the event loop keeps answering. Model directories may be local or in object storage
+(`pyovms/repository/remote_storage.py`). Each model is updated on its own: a timed step waits at most one poll period
+for the updates it starts, and one that takes longer (a slow storage, a large download) goes on in the background, its
+model left out of the next steps until it ends. A model whose storage fails or does not answer in time is tried again
 after a delay that doubles with each failure (up to a minute).
 
-Pipelines and graphs are built over the repository's models, so this module sits above `pipeline.py` and `graphs/`,
-which only read the repository.
+Pipelines and graphs are built over the repository's models, so this module sits above `pyovms/servables/`
+(`pipelines/`, `graphs/`), which only read the repository.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ version directories goes on for a loaded name, but a polled config.json that did
 A client's load is confined: a `config` override's base_path must resolve (symlinks followed) inside the repository
 root or a directory config.json already serves a model from, and a URL must lie under a prefix config.json or
 `--model_repository_path` already serves; nothing else is read. Failure reasons name no server path (the model
-manager records them through `redaction.py`).
+manager records them through `pyovms.errors.redact_paths`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ interface.
 - `c_library.py` with `abi.py`: OVMS's compiled C libraries through ctypes, unchanged;
 - `python_library.py`: the same calls as functions of a Python module.
 
-It may import the tensor helpers, the inference types, `scheduling` and `user_code` (the pool its nodes run on) and
-`errors`; never the repository, the servables that run it (`pipeline.py`), the front ends or the wiring.
+It may import scheduling (the inline choice, and the user-code pool its nodes run on), tensors, observability and
+errors; never the repository, the servables that run it (`pyovms/servables/pipelines/`), the control layer, the
+core, the front ends or the wiring.
 """

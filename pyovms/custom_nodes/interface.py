@@ -12,10 +12,10 @@
       def execute(inputs: dict[str, np.ndarray], params, state) -> dict[str, np.ndarray]
       def deinitialize(state) -> None                           # optional
 
-A relative `base_path` that names a file is read from config.json's directory. Each pipeline node gets its own
-instance (`initialize`), whose `execute` runs on the user-code pool (`user_code.py`), so a slow node never stops the
-server from answering. An instance that its pipeline retires is deinitialized once nothing uses it any more: no
-request running on it, and (C) no output buffer of it still held. docs/custom_nodes.md has the details.
+A relative `base_path` that names a file is read from config.json's directory. Each pipeline node gets its own instance
+(`initialize`), whose `execute` runs on the user-code pool (`pyovms/scheduling/user_code.py`), so a slow node never
+stops the server from answering. An instance that its pipeline retires is deinitialized once nothing uses it any more:
+no request running on it, and (C) no output buffer of it still held. docs/custom_nodes.md has the details.
 """
 
 from __future__ import annotations

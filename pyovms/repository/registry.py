@@ -1,5 +1,5 @@
 """The model repository: what is served now. Models, pipelines and graphs by name, their versions, version states
-and default versions, and the lookups every request makes. `model_manager.py` fills it.
+and default versions, and the lookups every request makes. `pyovms/control/model_manager.py` fills it.
 
 Each version moves through OVMS's states START -> LOADING -> AVAILABLE -> UNLOADING -> END; a version that
 failed to load stays LOADING with error code UNKNOWN. Only AVAILABLE versions serve; the default version

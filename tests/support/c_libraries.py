@@ -1,4 +1,4 @@
-"""The C and C++ custom node libraries of the tests (sources in tests/custom_nodes/), compiled with the system
+"""The C and C++ custom node libraries of the tests (sources in tests/support/c_sources/), compiled with the system
 compiler (`cc`, `c++`) into a directory of the test's."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-SOURCES = Path(__file__).resolve().parent.parent / "custom_nodes"
+SOURCES = Path(__file__).resolve().parent / "c_sources"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "custom_nodes"
 """The example library, and `custom_node_api.h`, the interface's declarations every library includes."""
 C_LIBRARIES = ("add_sub", "demultiplexer", "gather_max", "faulty", "missing_symbol")

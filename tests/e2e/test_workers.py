@@ -1,0 +1,102 @@
+"""`--grpc_workers N`: N processes share the gRPC port (SO_REUSEPORT); a supervisor starts and stops them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+
+import grpc
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from ..support import models
+from ..support.server_process import ServerProcess, run_cli, wait_for
+
+pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="--grpc_workers 2 needs two cores")
+
+
+def _worker_pids(log: str) -> list[int]:
+    found = re.search(r"Started 2 gRPC workers: pids (\d+) (\d+)", log)
+    assert found, log
+    return [int(found.group(1)), int(found.group(2))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def two_workers(tmp_path):
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    process = ServerProcess(
+        ["--model_name", "dummy", "--model_path", str(tmp_path / "dummy"), "--grpc_workers", "2"],
+        tmp_path / "log",
+        wait_ready=False,
+    )
+    wait_for(lambda: process.log().count("Server ready") == 2 or process.process.poll() is not None)
+    yield process
+    process.stop()
+
+
+def test_both_workers_serve_and_stop_on_sigterm(two_workers):
+    log = two_workers.log()
+    pids = _worker_pids(log)
+    serving = {int(pid) for pid in re.findall(r"\]\[(\d+)\]\[pyovms.server\]\[INFO\] Started gRPC server", log)}
+    assert serving == set(pids)
+    # Connections are spread by the kernel: many separate connections all get correct answers.
+    request = service_pb2.ModelInferRequest(model_name="dummy")
+    request.inputs.add(name="b", datatype="FP32", shape=[1, 10])
+    request.raw_input_contents.append(np.arange(10, dtype=np.float32).reshape(1, 10).tobytes())
+    for _ in range(8):
+        with grpc.insecure_channel(two_workers.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+        got = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
+        np.testing.assert_array_equal(got, np.arange(10, dtype=np.float32) + 1)
+
+    two_workers.process.send_signal(signal.SIGTERM)
+    assert two_workers.process.wait(30) == 0
+    assert not any(_alive(pid) for pid in pids)
+    assert two_workers.log().count("Shutting down") == 2
+
+
+def test_a_dead_worker_stops_the_others(two_workers):
+    first, second = _worker_pids(two_workers.log())
+    os.kill(first, signal.SIGKILL)
+    assert two_workers.process.wait(30) == 128 + signal.SIGKILL  # as a shell reports a killed process
+    wait_for(lambda: not _alive(second), timeout=30)
+    assert f"gRPC worker {first} was killed by SIGKILL; stopping the others" in two_workers.log()
+
+
+def test_busy_port_fails_every_worker(tmp_path):
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_cli(
+            "--model_name", "dummy", "--model_path", str(tmp_path / "dummy"), "--port", str(port),
+            "--grpc_bind_address", "127.0.0.1", "--grpc_workers", "2",
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Failed to start gRPC server" in result.stderr
+    assert "exited with status 1; stopping the others" in result.stderr
+
+
+def test_demo_repository_is_built_once_for_all_workers(tmp_path):
+    process = ServerProcess(
+        ["--demo", "--grpc_workers", "2"], tmp_path / "log", wait_ready=False, env={"XDG_CACHE_HOME": str(tmp_path)}
+    )
+    try:
+        wait_for(lambda: process.log().count("Server ready") == 2 or process.process.poll() is not None)
+        log = process.log()
+        assert log.count("Demo repository built in") == 1, log
+        assert log.count("Server ready: initial load of 2 model(s) finished") == 2, log
+    finally:
+        process.stop()

@@ -1,0 +1,1 @@
+"""Unit tests of pyovms/servables/: graph.pbtxt parsing and the graph runtime, without a server."""
