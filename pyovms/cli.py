@@ -21,6 +21,7 @@ from .scheduling.infer_requests import DEFAULT_MAX_QUEUED
 from .settings import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_STORAGE_TIMEOUT_S, Settings
 from .tensors.shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
 from .version import __version__, protobuf_mismatch
+from .workers import available_cores, inference_threads
 
 EX_USAGE = 64
 MAX_PORT = 65535
@@ -75,6 +76,16 @@ def _uint(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    """`--grpc_workers`: a count, or `auto` for one worker per core available to this process."""
+    if text == "auto":
+        return available_cores()
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -116,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--grpc_bind_address", default="0.0.0.0", help="comma-separated addresses for gRPC")
     server.add_argument("--rest_port", type=_uint, default=0, help="REST server port (0 = off)")
     server.add_argument("--rest_bind_address", default="0.0.0.0", help="comma-separated addresses for REST")
-    server.add_argument("--grpc_workers", type=int, default=1, help="number of gRPC server instances")
+    server.add_argument(
+        "--grpc_workers",
+        type=_workers,
+        default=1,
+        help="number of gRPC server processes; auto: one per available core (affinity and cgroup quota counted)",
+    )
     server.add_argument("--grpc_max_threads", type=_uint)
     server.add_argument("--grpc_memory_quota", type=_uint)
     server.add_argument("--grpc_channel_arguments", default="", help="k=v,k=v passed to the gRPC server")
@@ -424,6 +440,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         rest_port=args.rest_port,
         rest_bind_address=rest_addresses,
         grpc_workers=args.grpc_workers,
+        inference_threads=inference_threads(args.grpc_workers),
         grpc_max_threads=args.grpc_max_threads,
         grpc_memory_quota=args.grpc_memory_quota,
         grpc_channel_arguments=channel_arguments,

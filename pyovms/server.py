@@ -142,6 +142,7 @@ class ServerRuntime:
             cache_dir=_cache_dir(settings),
             storage_timeout_s=settings.storage_timeout_s,
             poll_s=settings.file_system_poll_wait_seconds or 1.0,
+            inference_threads=settings.inference_threads,
         )
         server = self.server = Server(repository, settings.max_image_decoded_bytes)
         try:

@@ -27,6 +27,9 @@ class Settings:
     rest_port: int = 0
     rest_bind_address: list[str] = field(default_factory=lambda: ["0.0.0.0"])
     grpc_workers: int = 1
+    inference_threads: int | None = None
+    """OpenVINO's CPU threads in this process (INFERENCE_NUM_THREADS of every model whose plugin_config does not set
+    it); None: OpenVINO's default, every core. The command sets each `--grpc_workers` process's share of the cores."""
     grpc_max_threads: int | None = None
     grpc_memory_quota: int | None = None
     grpc_channel_arguments: list[tuple[str, Any]] = field(default_factory=list)

@@ -64,9 +64,13 @@ class ModelManager:
         cache_dir: str | None = None,
         storage_timeout_s: float = DEFAULT_TIMEOUT_S,
         poll_s: float = 1.0,
+        inference_threads: int | None = None,
     ) -> None:
         self.repository = repository or Repository()
         self.core = core or ov.Core()
+        if inference_threads is not None:  # compile-time properties (a model's plugin_config) override it
+            self.core.set_property("CPU", {"INFERENCE_NUM_THREADS": inference_threads})
+            log.info("OpenVINO uses %d CPU threads in this process (INFERENCE_NUM_THREADS)", inference_threads)
         self.cache_dir = cache_dir
         """OpenVINO's compiled-model cache for the models OVMS caches (`--cache_dir`); None: off."""
         self.storage_timeout_s = storage_timeout_s
@@ -476,6 +480,13 @@ class ModelManager:
         entry.set_state(VersionState.AVAILABLE)
         cached = "; loaded from the model cache" if servable.loaded_from_cache else ""
         log.info("Loaded model %s; version: %d; nireq: %d%s", model.name, version, servable.nireq, cached)
+        log.debug(
+            "model %s version %d: OpenVINO streams %d, threads %d",
+            model.name,
+            version,
+            servable.streams,
+            servable.threads,
+        )
         return True
 
     def unload(self) -> list[OpenVinoModel]:

@@ -88,10 +88,18 @@ class OpenVinoModel:
     @property
     def streams(self) -> int:
         """OpenVINO's number of execution streams for this compiled model."""
+        return self._property("NUM_STREAMS", 1)
+
+    @property
+    def threads(self) -> int:
+        """OpenVINO's CPU threads for this compiled model (0 where the device has no such property)."""
+        return self._property("INFERENCE_NUM_THREADS", 0)
+
+    def _property(self, name: str, default: int) -> int:
         try:
-            return int(self._compiled.get_property("NUM_STREAMS"))
+            return int(self._compiled.get_property(name))
         except Exception:  # a device without the property
-            return 1
+            return default
 
     async def infer(
         self, inputs: Mapping[str, np.ndarray], requested: Sequence[str] = (), into: Mapping[str, np.ndarray] = ()

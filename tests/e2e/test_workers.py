@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -98,5 +99,46 @@ def test_demo_repository_is_built_once_for_all_workers(tmp_path):
         log = process.log()
         assert log.count("Demo repository built in") == 1, log
         assert log.count("Server ready: initial load of 2 model(s) finished") == 2, log
+    finally:
+        process.stop()
+
+
+def test_each_worker_gives_openvino_its_share_of_the_cores(tmp_path):
+    """Two workers on two cores: one OpenVINO thread each, unless a model's plugin_config sets its own."""
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    config = {
+        "model_config_list": [
+            {"config": {"name": "shared", "base_path": str(tmp_path / "dummy")}},
+            {
+                "config": {
+                    "name": "own",
+                    "base_path": str(tmp_path / "dummy"),
+                    "plugin_config": {"INFERENCE_NUM_THREADS": 2},
+                }
+            },
+        ]
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    share = len(os.sched_getaffinity(0)) // 2
+    process = ServerProcess(
+        ["--config_path", str(tmp_path / "config.json"), "--grpc_workers", "2"], tmp_path / "log", wait_ready=False
+    )
+    try:
+        wait_for(lambda: process.log().count("Server ready") == 2 or process.process.poll() is not None)
+        log = process.log()
+        assert log.count(f"OpenVINO uses {share} CPU threads in this process (INFERENCE_NUM_THREADS)") == 2, log
+        assert log.count(f"model shared version 1: OpenVINO streams 1, threads {share}") == 2, log
+        assert log.count("model own version 1: OpenVINO streams 1, threads 2") == 2, log
+    finally:
+        process.stop()
+
+
+def test_a_single_process_leaves_openvino_every_core(tmp_path):
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    process = ServerProcess(["--model_name", "dummy", "--model_path", str(tmp_path / "dummy")], tmp_path / "log")
+    try:
+        log = process.log()
+        assert "CPU threads in this process" not in log
+        assert f"model dummy version 1: OpenVINO streams 1, threads {len(os.sched_getaffinity(0))}" in log, log
     finally:
         process.stop()
