@@ -65,13 +65,16 @@ class Server:
         """Whether clients may load and unload (the program embedding the server always may: `trusted` calls)."""
         self._live = True
         self._ready = False
+        self.every_worker_ready = True
+        """Under --grpc_workers: whether every worker has finished its initial load and runs (the supervisor says)."""
 
     def live(self) -> bool:
         return self._live
 
     def ready(self) -> bool:
-        """True once the initial load finished, even when some models failed to load."""
-        return self._ready
+        """True once the initial load finished, even when some models failed to load (under --grpc_workers: in every
+        worker)."""
+        return self._ready and self.every_worker_ready
 
     def set_ready(self, ready: bool) -> None:
         self._ready = ready

@@ -37,7 +37,7 @@ from .repository.registry import Repository
 from .scheduling.infer_requests import PoolSettings
 from .settings import Settings
 from .tensors.shared_memory import SharedMemoryRegistry
-from .workers import is_worker, supervise
+from .workers import SupervisorLink, is_worker, supervise
 
 log = logging.getLogger("pyovms.server")
 
@@ -123,6 +123,8 @@ class ServerRuntime:
         self._grpc_server: Any = None
         self._rest_server: RestServer | None = None
         self._loader: asyncio.Task[None] | None = None
+        self._link: SupervisorLink | None = None
+        """A --grpc_workers worker's channel to its supervisor."""
         self._loaded = asyncio.Event()
 
     async def start(self) -> None:
@@ -145,6 +147,10 @@ class ServerRuntime:
             inference_threads=settings.inference_threads,
         )
         server = self.server = Server(repository, settings.max_image_decoded_bytes)
+        self._link = SupervisorLink.from_environment()
+        if self._link is not None:
+            server.every_worker_ready = False
+            await self._link.start(self._every_worker_ready)
         try:
             server.metrics = _metrics(settings, monitoring, repository)
         except ServingError as exc:
@@ -194,10 +200,22 @@ class ServerRuntime:
             await self.manager.load(*configs)
             self.server.set_ready(True)
             log.info("Server ready: initial load of %d model(s) finished", len(configs[0]))
+            if self._link is not None:
+                self._link.notify_ready()
         finally:
             self._loaded.set()
         if self.settings.file_system_poll_wait_seconds > 0:
             await self.watcher.watch(self.settings.file_system_poll_wait_seconds)
+
+    def _every_worker_ready(self, ready: bool) -> None:
+        """The supervisor's word on the other workers: this worker answers ready only when every worker is."""
+        assert self.server is not None
+        if ready != self.server.every_worker_ready:
+            self.server.every_worker_ready = ready
+            if ready:
+                log.info("Every gRPC worker is ready: this worker answers ready")
+            else:
+                log.info("A gRPC worker is not ready: this worker answers not ready until it is")
 
     async def loaded(self) -> None:
         """Wait until the initial load has finished (ServerReady turns true then, whatever each model's outcome)."""
@@ -223,6 +241,8 @@ class ServerRuntime:
             self.server.shared_memory.unregister()
         await _clients_gone(self._ports(), DRAIN_S, "the servers stopped")
         self._grpc_server = self._rest_server = None
+        if self._link is not None:
+            await self._link.close()
 
     def _ports(self) -> set[int]:
         return {port for port in (self.settings.port, self.settings.rest_port) if port}

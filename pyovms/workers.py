@@ -1,11 +1,16 @@
-"""`--grpc_workers N`: N server processes sharing the gRPC port through SO_REUSEPORT.
+"""`--grpc_workers N`: N server processes sharing the gRPC port through SO_REUSEPORT, answering as one server.
 
 One Python process serves at most one core's worth of gRPC and Python work (the GIL), so the command, when asked for
 more than one worker, becomes a small supervisor: it starts N copies of itself with the same flags, each with its own
 repository and compiled models, and the kernel spreads incoming *connections* over them (balancing is per connection,
-not per request: one client channel always talks to one worker). The supervisor forwards SIGINT/SIGTERM to the
-workers and waits for them; if a worker dies on its own the others are stopped and the supervisor exits non-zero,
-so a process manager sees the failure instead of a server silently running at reduced capacity.
+not per request: one client channel always talks to one worker).
+
+The supervisor and each worker share a socket pair (JSON lines). A worker says when its initial load has finished;
+the supervisor tells every worker whether all of them are ready, and a worker answers ready only then, so the
+server's readiness is every worker's. A worker that dies after its initial load is replaced by a new one (its
+clients reconnect to the others meanwhile), at most MAX_RESTARTS times in RESTART_WINDOW_S; a worker that fails
+before it is ready (a busy port, a bad configuration), or a crash loop, stops the others and the supervisor exits
+non-zero, so a process manager sees the failure. SIGINT and SIGTERM are forwarded to every worker.
 
 The workers share the cores: each one's OpenVINO gets `available_cores() // N` threads (`inference_threads`), so N
 workers do not each size their thread pools to the whole machine. `--grpc_workers auto` starts one worker per
@@ -14,17 +19,22 @@ available core, counting the process's CPU affinity and its cgroup's CPU quota (
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .settings import Settings
 
@@ -32,6 +42,12 @@ log = logging.getLogger("pyovms.workers")
 
 WORKER_ENV = "PYOVMS_GRPC_WORKER"
 """Set in a worker's environment to its index; a worker never starts workers of its own."""
+CHANNEL_FD_ENV = "PYOVMS_SUPERVISOR_FD"
+"""Set in a worker's environment to its end of a socket pair with the supervisor (`SupervisorLink`)."""
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+"""A worker that dies after it was ready is replaced; more than MAX_RESTARTS deaths within RESTART_WINDOW_S stop the
+server, so that a process manager sees a crash loop."""
 STOP_TIMEOUT_S = 30.0
 """How long a stopped worker may take beyond its grace period before it is killed."""
 POLL_S = 0.1
@@ -118,37 +134,148 @@ def _prepare(settings: Settings) -> None:
         log.info("Demo repository built in %s (a sample image: %s)", root, root / SAMPLE_IMAGE)
 
 
+@dataclass(slots=True)
+class _Worker:
+    """One worker process, and the supervisor's end of its channel (JSON lines: the worker says `ready` once its
+    initial load has finished; the supervisor tells it whether every worker is ready)."""
+
+    index: int
+    process: subprocess.Popen[bytes]
+    channel: socket.socket
+    ready: bool = False
+    pending: bytes = b""
+
+    def receive(self) -> bool:
+        """Read what the worker said; True when it has just become ready."""
+        was_ready = self.ready
+        with contextlib.suppress(BlockingIOError, ConnectionError):
+            while data := self.channel.recv(4096):
+                self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        self.ready |= any(json.loads(line).get("event") == "ready" for line in lines if line.strip())
+        return self.ready and not was_ready
+
+    def send(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # a worker that has just died: the loop handles its death
+            self.channel.send(json.dumps(message).encode() + b"\n")
+
+
+def _start_worker(index: int, argv: list[str]) -> _Worker:
+    channel, theirs = socket.socketpair()
+    channel.setblocking(False)
+    env = dict(os.environ, **{WORKER_ENV: str(index), CHANNEL_FD_ENV: str(theirs.fileno())})
+    try:
+        command = [sys.executable, "-m", "pyovms", *argv]
+        process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent, pass_fds=(theirs.fileno(),))
+    finally:
+        theirs.close()
+    return _Worker(index, process, channel)
+
+
+class SupervisorLink:
+    """A worker's end of its channel to the supervisor: it says when its initial load has finished, and hears
+    whether every worker is ready (a worker answers ready only then: the server's readiness is every worker's)."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        self._channel = channel
+        self._writer: asyncio.StreamWriter | None = None
+        self._reading: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_environment(cls) -> SupervisorLink | None:
+        """The link of a worker started by a supervisor; None in any other process."""
+        fd = os.environ.pop(CHANNEL_FD_ENV, None)
+        return cls(socket.socket(fileno=int(fd))) if fd is not None else None
+
+    async def start(self, on_every_worker_ready: Callable[[bool], None]) -> None:
+        reader, self._writer = await asyncio.open_unix_connection(sock=self._channel)
+        self._reading = asyncio.create_task(self._read(reader, on_every_worker_ready))
+
+    async def _read(self, reader: asyncio.StreamReader, on_every_worker_ready: Callable[[bool], None]) -> None:
+        while line := await reader.readline():
+            message = json.loads(line)
+            if message.get("event") == "readiness":
+                on_every_worker_ready(bool(message["every_worker_ready"]))
+
+    def notify_ready(self) -> None:
+        """The initial load has finished (from then on, the supervisor replaces this worker if it dies)."""
+        if self._writer is not None:
+            self._writer.write(b'{"event": "ready"}\n')
+
+    async def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+        if self._writer is not None:
+            self._writer.close()
+
+
 def supervise(settings: Settings, argv: list[str]) -> int:
-    """Start `settings.grpc_workers` workers running `argv`, wait for a signal or a worker's death; exit status."""
+    """Start `settings.grpc_workers` workers running `argv`; restart one that dies after it was ready, until a signal,
+    a worker's failure before it was ready, or too many deaths; exit status."""
     _prepare(settings)
     stopping = False
-    workers: list[subprocess.Popen[bytes]] = []
+    workers: list[_Worker] = []
     signalled: set[int] = set()  # a second SIGTERM would kill a worker that already restored default handlers
+    deaths: list[float] = []
 
     def request_stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signum)
-                signalled.add(worker.pid)
+            if worker.process.poll() is None:
+                worker.process.send_signal(signum)
+                signalled.add(worker.process.pid)
+
+    def stop_all(skip: Collection[int] = ()) -> list[int]:
+        statuses = _stop_all([w.process for w in workers], signal.SIGTERM, settings.shutdown_grace_s, skip)
+        for worker in workers:
+            worker.channel.close()
+        return statuses
+
+    def every_worker_ready() -> bool:
+        return all(w.ready and w.process.poll() is None for w in workers)
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for index in range(settings.grpc_workers):
-            env = dict(os.environ, **{WORKER_ENV: str(index)})
-            workers.append(
-                subprocess.Popen([sys.executable, "-m", "pyovms", *argv], env=env, preexec_fn=_die_with_parent)
-            )
-        log.info("Started %d gRPC workers: pids %s", len(workers), " ".join(str(w.pid) for w in workers))
+        workers.extend(_start_worker(index, argv) for index in range(settings.grpc_workers))
+        log.info("Started %d gRPC workers: pids %s", len(workers), " ".join(str(w.process.pid) for w in workers))
+        told: bool | None = None  # what the workers were last told of every worker's readiness
         while not stopping:
-            failed = next((w for w in workers if w.poll() is not None), None)
-            if failed is not None:
-                log.error("gRPC worker %d %s; stopping the others", failed.pid, _ended(failed.returncode))
-                _stop_all(workers, signal.SIGTERM, settings.shutdown_grace_s)
-                return exit_status(failed.returncode) or 1
+            for slot, worker in enumerate(workers):
+                if worker.receive():  # tell a worker that has just become ready how the others are
+                    worker.send({"event": "readiness", "every_worker_ready": every_worker_ready()})
+                status = worker.process.poll()
+                if status is None or stopping:
+                    continue
+                pid, ended = worker.process.pid, _ended(status)
+                worker.receive()
+                if not worker.ready:
+                    log.error("gRPC worker %d %s before it was ready; stopping the others", pid, ended)
+                    stop_all()
+                    return exit_status(status) or 1
+                now = time.monotonic()
+                deaths = [t for t in deaths if now - t < RESTART_WINDOW_S] + [now]
+                if len(deaths) > MAX_RESTARTS:
+                    log.error(
+                        "gRPC worker %d %s: %d deaths in %.0f s; stopping the others",
+                        pid, ended, len(deaths), RESTART_WINDOW_S,
+                    )  # fmt: skip
+                    stop_all()
+                    return exit_status(status) or 1
+                worker.channel.close()
+                workers[slot] = replacement = _start_worker(worker.index, argv)
+                log.warning(
+                    "gRPC worker %d %s; started gRPC worker %d in its place (restart %d of at most %d in %.0f s)",
+                    pid, ended, replacement.process.pid, len(deaths), MAX_RESTARTS, RESTART_WINDOW_S,
+                )  # fmt: skip
+            if (now_ready := every_worker_ready()) != told:
+                told = now_ready
+                for worker in workers:
+                    worker.send({"event": "readiness", "every_worker_ready": now_ready})
             time.sleep(POLL_S)
-        statuses = _stop_all(workers, signal.SIGTERM, settings.shutdown_grace_s, skip=signalled)
+        statuses = stop_all(skip=signalled)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -33,6 +33,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _infer_over_new_connections(address: str, count: int) -> None:
+    """`count` requests, each over a connection of its own (the kernel hands each to a live worker)."""
+    request = service_pb2.ModelInferRequest(model_name="dummy")
+    request.inputs.add(name="b", datatype="FP32", shape=[1, 10])
+    request.raw_input_contents.append(np.arange(10, dtype=np.float32).reshape(1, 10).tobytes())
+    for _ in range(count):
+        with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+        got = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
+        np.testing.assert_array_equal(got, np.arange(10, dtype=np.float32) + 1)
+
+
 @pytest.fixture
 def two_workers(tmp_path):
     models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
@@ -51,15 +63,7 @@ def test_both_workers_serve_and_stop_on_sigterm(two_workers):
     pids = _worker_pids(log)
     serving = {int(pid) for pid in re.findall(r"\]\[(\d+)\]\[pyovms.server\]\[INFO\] Started gRPC server", log)}
     assert serving == set(pids)
-    # Connections are spread by the kernel: many separate connections all get correct answers.
-    request = service_pb2.ModelInferRequest(model_name="dummy")
-    request.inputs.add(name="b", datatype="FP32", shape=[1, 10])
-    request.raw_input_contents.append(np.arange(10, dtype=np.float32).reshape(1, 10).tobytes())
-    for _ in range(8):
-        with grpc.insecure_channel(two_workers.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-            response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
-        got = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
-        np.testing.assert_array_equal(got, np.arange(10, dtype=np.float32) + 1)
+    _infer_over_new_connections(two_workers.address, 8)  # the kernel spreads connections; every answer is right
 
     two_workers.process.send_signal(signal.SIGTERM)
     assert two_workers.process.wait(30) == 0
@@ -67,12 +71,56 @@ def test_both_workers_serve_and_stop_on_sigterm(two_workers):
     assert two_workers.log().count("Shutting down") == 2
 
 
-def test_a_dead_worker_stops_the_others(two_workers):
+REPLACED = r"gRPC worker {dead} was killed by SIGKILL; started gRPC worker (\d+) in its place \(restart {n} of at most 5 in 60 s\)"
+
+
+EVERY_READY = "[pyovms.server][INFO] Every gRPC worker is ready: this worker answers ready"
+ONE_NOT_READY = "[pyovms.server][INFO] A gRPC worker is not ready: this worker answers not ready until it is"
+
+
+def test_the_server_is_ready_when_every_worker_is(two_workers):
+    """Each worker answers ready only once the supervisor says every worker has loaded: both load lines come first."""
+    wait_for(lambda: two_workers.log().count(EVERY_READY) == 2)
+    log = two_workers.log()
+    assert log.rindex("Server ready: initial load") < log.index(EVERY_READY)
+    for pid in _worker_pids(log):
+        assert f"[{pid}]{EVERY_READY}" in log
+    assert two_workers.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=10).ready
+
+
+def test_a_dead_worker_is_replaced_while_the_others_serve(two_workers):
     first, second = _worker_pids(two_workers.log())
+    wait_for(lambda: two_workers.log().count(EVERY_READY) == 2)
     os.kill(first, signal.SIGKILL)
-    assert two_workers.process.wait(30) == 128 + signal.SIGKILL  # as a shell reports a killed process
-    wait_for(lambda: not _alive(second), timeout=30)
-    assert f"gRPC worker {first} was killed by SIGKILL; stopping the others" in two_workers.log()
+    wait_for(lambda: re.search(REPLACED.format(dead=first, n=1), two_workers.log()) is not None)
+    _infer_over_new_connections(two_workers.address, 8)  # answered by the others meanwhile
+    replacement = int(re.search(REPLACED.format(dead=first, n=1), two_workers.log()).group(1))
+    wait_for(lambda: two_workers.log().count("Server ready") == 3)
+    # the survivor answered not ready while its peer was down, and ready again once the replacement had loaded
+    wait_for(lambda: two_workers.log().count(f"[{second}]{EVERY_READY}") == 2)
+    log = two_workers.log()
+    assert log.index(f"[{second}]{ONE_NOT_READY}") < log.rindex(f"[{second}]{EVERY_READY}"), log
+    assert f"[{replacement}]{EVERY_READY}" in log
+    assert two_workers.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=10).ready
+    assert re.search(rf"\]\[{replacement}\]\[pyovms.server\]\[INFO\] Started gRPC server", two_workers.log())
+    assert two_workers.process.poll() is None and _alive(second) and _alive(replacement)
+    _infer_over_new_connections(two_workers.address, 8)
+    two_workers.process.send_signal(signal.SIGTERM)
+    assert two_workers.process.wait(30) == 0
+    assert not any(_alive(pid) for pid in (second, replacement))
+
+
+def test_a_crash_loop_stops_the_server(two_workers):
+    """Workers that keep dying after they got ready: the sixth death within a minute stops everything."""
+    victim = _worker_pids(two_workers.log())[0]
+    for death in range(1, 6):
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda d=death, v=victim: re.search(REPLACED.format(dead=v, n=d), two_workers.log()) is not None)
+        victim = int(re.search(REPLACED.format(dead=victim, n=death), two_workers.log()).group(1))
+        wait_for(lambda d=death: two_workers.log().count("Server ready") == 2 + d)
+    os.kill(victim, signal.SIGKILL)
+    assert two_workers.process.wait(60) == 128 + signal.SIGKILL
+    assert f"gRPC worker {victim} was killed by SIGKILL: 6 deaths in 60 s; stopping the others" in two_workers.log()
 
 
 def test_busy_port_fails_every_worker(tmp_path):
@@ -87,7 +135,7 @@ def test_busy_port_fails_every_worker(tmp_path):
         )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert "Failed to start gRPC server" in result.stderr
-    assert "exited with status 1; stopping the others" in result.stderr
+    assert "exited with status 1 before it was ready; stopping the others" in result.stderr
 
 
 def test_demo_repository_is_built_once_for_all_workers(tmp_path):
