@@ -21,7 +21,7 @@ from .scheduling.infer_requests import DEFAULT_MAX_QUEUED
 from .settings import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_STORAGE_TIMEOUT_S, Settings
 from .tensors.shared_memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_REGIONS
 from .version import __version__, protobuf_mismatch
-from .workers import available_cores, inference_threads
+from .workers.cores import available_cores, inference_threads
 
 EX_USAGE = 64
 MAX_PORT = 65535

@@ -37,7 +37,8 @@ from .repository.registry import Repository
 from .scheduling.infer_requests import PoolSettings
 from .settings import Settings
 from .tensors.shared_memory import SharedMemoryRegistry
-from .workers import SupervisorLink, is_worker, supervise
+from .workers.link import SupervisorLink, is_worker
+from .workers.supervisor import supervise
 
 log = logging.getLogger("pyovms.server")
 

@@ -1,4 +1,4 @@
-"""How many cores `--grpc_workers auto` counts, and each worker's share for OpenVINO (pyovms/workers.py): CPU
+"""How many cores `--grpc_workers auto` counts, and each worker's share for OpenVINO (pyovms/workers/cores.py): CPU
 affinity set on real processes, cgroup quotas read from cgroup-shaped files."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyovms.workers import cfs_cores, cgroup_cpu_quota, cpu_max_cores
+from pyovms.workers.cores import cfs_cores, cgroup_cpu_quota, cpu_max_cores
 
 PARSE = (
     "from pyovms.cli import parse_settings; "
