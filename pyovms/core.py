@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import ServingError, Status
 from .observability.metrics import Metrics
@@ -62,6 +62,8 @@ class Server:
         self.shared_memory: SharedMemoryRegistry | None = None
         """The system shared memory extension's regions; None while the extension is off."""
         self.allow_model_control = False
+        self.peers: Peers | None = None
+        """Under --grpc_workers: the other workers, which apply every control call too (set by the process wiring)."""
         """Whether clients may load and unload (the program embedding the server always may: `trusted` calls)."""
         self._live = True
         self._ready = False
@@ -223,9 +225,7 @@ class Server:
 
     async def reload(self) -> bool:
         """Apply the configuration again now (`POST /v1/config/reload`); True when anything changed."""
-        if self.reloader is None:
-            return False
-        return await self.reloader()
+        return bool(await self._everywhere({"method": "reload"}))
 
     def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
         """Every version of every model, pipeline and graph with its state (the repository extension's index)."""
@@ -235,13 +235,48 @@ class Server:
         """Load or reload one model, pipeline or graph (`parameters`: `config`, a model config override as JSON).
         A client's call (not `trusted`) is refused unless model control is allowed."""
         self._check_model_control(trusted)
-        await self._control().load(name, parameters or {}, confined=not trusted)
+        await self._everywhere(
+            {"method": "load_model", "name": name, "parameters": parameters or {}, "confined": not trusted}
+        )
 
     async def unload_model(self, name: str, parameters: dict[str, Any] | None = None, *, trusted: bool = False) -> None:
         """Retire one model, pipeline or graph once its requests in flight finish (`unload_dependents`: also the
         pipelines running it). A client's call (not `trusted`) is refused unless model control is allowed."""
         self._check_model_control(trusted)
-        await self._control().unload(name, parameters or {})
+        await self._everywhere({"method": "unload_model", "name": name, "parameters": parameters or {}})
+
+    async def _everywhere(self, call: dict[str, Any]) -> Any:
+        """Apply a control call here, or, under --grpc_workers, in every worker before answering. A failure in any
+        worker is the answer (this worker's own first): the workers then do not all serve the same."""
+        if self.peers is None:
+            return await self._apply(call)
+        outcomes = await self.peers.everywhere({**call, "parameters": _plain(call.get("parameters"))})
+        failed = next((outcome for outcome in outcomes if not outcome["ok"]), None)
+        if failed is not None:
+            if outcomes[0]["ok"]:
+                log.error("%s applied here but failed in another worker: %s", call["method"], failed["details"])
+            raise ServingError(Status[failed["status"]], failed["details"])
+        return outcomes[0]["value"]
+
+    async def apply(self, call: dict[str, Any]) -> dict[str, Any]:
+        """Run a control call relayed by the supervisor (`pyovms.workers`); its outcome, errors included."""
+        try:
+            return {"ok": True, "value": await self._apply(call)}
+        except ServingError as exc:
+            return {"ok": False, "status": exc.status.name, "details": exc.details}
+        except Exception:
+            log.exception("%s failed", call.get("method"))
+            return {"ok": False, "status": Status.INTERNAL_ERROR.name, "details": ""}
+
+    async def _apply(self, call: dict[str, Any]) -> Any:
+        method = call["method"]
+        if method == "reload":
+            return await self.reloader() if self.reloader is not None else False
+        if method == "load_model":
+            return await self._control().load(call["name"], call["parameters"], confined=call["confined"])
+        if method == "unload_model":
+            return await self._control().unload(call["name"], call["parameters"])
+        raise ServingError(Status.INTERNAL_ERROR, f"unknown control call {method}")
 
     def _check_model_control(self, trusted: bool) -> None:
         if not (trusted or self.allow_model_control):
@@ -314,3 +349,17 @@ class Server:
                 except ServingError as exc:
                     item = exc
             yield item
+
+
+class Peers(Protocol):
+    """The other processes of one server (`pyovms.workers.link.SupervisorLink`)."""
+
+    async def everywhere(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+        """Have every process apply `call`; the outcomes once all have, this process's first."""
+        ...
+
+
+def _plain(parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """A relayed call's parameters as JSON values (a bytes parameter, such as a config sent as bytes, as its
+    text)."""
+    return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in (parameters or {}).items()}

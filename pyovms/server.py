@@ -151,7 +151,8 @@ class ServerRuntime:
         self._link = SupervisorLink.from_environment()
         if self._link is not None:
             server.every_worker_ready = False
-            await self._link.start(self._every_worker_ready)
+            server.peers = self._link
+            await self._link.start(self._every_worker_ready, server.apply)
         try:
             server.metrics = _metrics(settings, monitoring, repository)
         except ServingError as exc:

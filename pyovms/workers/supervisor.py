@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..settings import Settings
@@ -29,6 +31,9 @@ server, so that a process manager sees a crash loop."""
 STOP_TIMEOUT_S = 30.0
 """How long a stopped worker may take beyond its grace period before it is killed."""
 POLL_S = 0.1
+REMEMBERED = ("load_model", "unload_model")
+"""The relayed calls a worker that starts later applies too (explicit loads and unloads are pinned over config.json;
+a reload only re-reads what a new worker reads anyway)."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -49,28 +54,105 @@ def _prepare(settings: Settings) -> None:
 
 @dataclass(slots=True)
 class _Worker:
-    """One worker process, and the supervisor's end of its channel (JSON lines: the worker says `ready` once its
-    initial load has finished; the supervisor tells it whether every worker is ready)."""
+    """One worker process, and the supervisor's end of its channel (JSON lines, see `pyovms.workers.link`)."""
 
     index: int
     process: subprocess.Popen[bytes]
     channel: socket.socket
-    ready: bool = False
+    loaded: bool = False
+    """It said its initial load has finished."""
+    catching_up: int = 0
+    """Calls of the control history sent to it and not applied yet."""
+    told: bool | None = None
+    """What it was last told of every worker's readiness."""
     pending: bytes = b""
 
-    def receive(self) -> bool:
-        """Read what the worker said; True when it has just become ready."""
-        was_ready = self.ready
+    @property
+    def ready(self) -> bool:
+        return self.loaded and self.catching_up == 0
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def receive(self) -> list[dict[str, Any]]:
         with contextlib.suppress(BlockingIOError, ConnectionError):
-            while data := self.channel.recv(4096):
+            while data := self.channel.recv(1 << 16):
                 self.pending += data
         *lines, self.pending = self.pending.split(b"\n")
-        self.ready |= any(json.loads(line).get("event") == "ready" for line in lines if line.strip())
-        return self.ready and not was_ready
+        return [json.loads(line) for line in lines if line.strip()]
 
     def send(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):  # a worker that has just died: the loop handles its death
-            self.channel.send(json.dumps(message).encode() + b"\n")
+            self.channel.sendall(json.dumps(message).encode() + b"\n")
+
+
+@dataclass(slots=True)
+class _Relay:
+    """A control call every worker applies; `origin` (None for a replacement catching up) gets the outcomes."""
+
+    call: dict[str, Any]
+    origin: _Worker | None
+    origin_id: int
+    waiting: set[int]
+    """The pids still to answer."""
+    outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class _ControlPlane:
+    """Control calls applied by every worker before the one a client asked answers, and the history of explicit
+    loads and unloads, which a worker that starts later applies before it counts as ready."""
+
+    def __init__(self, workers: list[_Worker]) -> None:
+        self.workers = workers
+        self.relays: dict[int, _Relay] = {}
+        self.history: list[tuple[int, dict[str, Any]]] = []
+        """(relay id, call) of each load and unload, in order (a failed one is taken out when its outcome is in)."""
+        self._ids = itertools.count(1)
+
+    def handle(self, worker: _Worker, message: dict[str, Any]) -> None:
+        if message.get("event") == "ready":
+            worker.loaded = True
+            for _, call in self.history:
+                self._apply(call, None, 0, [worker])
+                worker.catching_up += 1
+        elif message.get("op") == "relay":
+            call = message["call"]
+            targets = [w for w in self.workers if (w.loaded and w.alive()) or w is worker]
+            relay_id = self._apply(call, worker, message["id"], targets)
+            if call.get("method") in REMEMBERED:
+                self.history.append((relay_id, call))
+        elif message.get("event") == "applied" and (relay := self.relays.get(message["id"])) is not None:
+            relay.outcomes[worker.process.pid] = message["outcome"]
+            relay.waiting.discard(worker.process.pid)
+            if relay.origin is None:
+                worker.catching_up -= 1
+            self._complete(message["id"])
+
+    def forget(self, dead: _Worker) -> None:
+        """A worker died: nothing waits for its answers any more."""
+        for relay_id in list(self.relays):
+            self.relays[relay_id].waiting.discard(dead.process.pid)
+            self._complete(relay_id)
+
+    def _apply(self, call: dict[str, Any], origin: _Worker | None, origin_id: int, targets: list[_Worker]) -> int:
+        relay_id = next(self._ids)
+        self.relays[relay_id] = _Relay(call, origin, origin_id, {w.process.pid for w in targets})
+        for target in targets:
+            target.send({"op": "apply", "id": relay_id, "call": call})
+        return relay_id
+
+    def _complete(self, relay_id: int) -> None:
+        relay = self.relays[relay_id]
+        if relay.waiting:
+            return
+        del self.relays[relay_id]
+        if relay.origin is None:
+            return
+        own = relay.outcomes.pop(relay.origin.process.pid, None)
+        outcomes = [o for o in (own, *relay.outcomes.values()) if o is not None]
+        if own is not None and not own["ok"]:
+            self.history = [(i, c) for i, c in self.history if i != relay_id]
+        relay.origin.send({"event": "relayed", "id": relay.origin_id, "outcomes": outcomes})
 
 
 def _start_worker(index: int, argv: list[str]) -> _Worker:
@@ -86,11 +168,12 @@ def _start_worker(index: int, argv: list[str]) -> _Worker:
 
 
 def supervise(settings: Settings, argv: list[str]) -> int:
-    """Start `settings.grpc_workers` workers running `argv`; restart one that dies after it was ready, until a signal,
-    a worker's failure before it was ready, or too many deaths; exit status."""
+    """Start `settings.grpc_workers` workers running `argv`; relay their control calls; restart one that dies after
+    it was ready, until a signal, a worker's failure before it was ready, or too many deaths; exit status."""
     _prepare(settings)
     stopping = False
     workers: list[_Worker] = []
+    control = _ControlPlane(workers)
     signalled: set[int] = set()  # a second SIGTERM would kill a worker that already restored default handlers
     deaths: list[float] = []
 
@@ -98,7 +181,7 @@ def supervise(settings: Settings, argv: list[str]) -> int:
         nonlocal stopping
         stopping = True
         for worker in workers:
-            if worker.process.poll() is None:
+            if worker.alive():
                 worker.process.send_signal(signum)
                 signalled.add(worker.process.pid)
 
@@ -108,24 +191,20 @@ def supervise(settings: Settings, argv: list[str]) -> int:
             worker.channel.close()
         return statuses
 
-    def every_worker_ready() -> bool:
-        return all(w.ready and w.process.poll() is None for w in workers)
-
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         workers.extend(_start_worker(index, argv) for index in range(settings.grpc_workers))
         log.info("Started %d gRPC workers: pids %s", len(workers), " ".join(str(w.process.pid) for w in workers))
-        told: bool | None = None  # what the workers were last told of every worker's readiness
         while not stopping:
             for slot, worker in enumerate(workers):
-                if worker.receive():  # tell a worker that has just become ready how the others are
-                    worker.send({"event": "readiness", "every_worker_ready": every_worker_ready()})
+                for message in worker.receive():
+                    control.handle(worker, message)
                 status = worker.process.poll()
                 if status is None or stopping:
                     continue
                 pid, ended = worker.process.pid, _ended(status)
-                worker.receive()
-                if not worker.ready:
+                control.forget(worker)
+                if not worker.loaded:
                     log.error("gRPC worker %d %s before it was ready; stopping the others", pid, ended)
                     stop_all()
                     return exit_status(status) or 1
@@ -144,11 +223,12 @@ def supervise(settings: Settings, argv: list[str]) -> int:
                     "gRPC worker %d %s; started gRPC worker %d in its place (restart %d of at most %d in %.0f s)",
                     pid, ended, replacement.process.pid, len(deaths), MAX_RESTARTS, RESTART_WINDOW_S,
                 )  # fmt: skip
-            if (now_ready := every_worker_ready()) != told:
-                told = now_ready
-                for worker in workers:
-                    worker.send({"event": "readiness", "every_worker_ready": now_ready})
-            time.sleep(POLL_S)
+            every_ready = all(w.ready and w.alive() for w in workers)
+            for worker in workers:
+                if worker.loaded and worker.told != every_ready:
+                    worker.told = every_ready
+                    worker.send({"event": "readiness", "every_worker_ready": every_ready})
+            select.select([w.channel for w in workers], [], [], POLL_S)
         statuses = stop_all(skip=signalled)
     finally:
         for signum, handler in previous.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -190,3 +191,67 @@ def test_a_single_process_leaves_openvino_every_core(tmp_path):
         assert f"model dummy version 1: OpenVINO streams 1, threads {len(os.sched_getaffinity(0))}" in log, log
     finally:
         process.stop()
+
+
+@pytest.fixture
+def controlled_workers(tmp_path):
+    """Two workers serving config.json's `dummy`, model control on, no polling (only explicit calls change them)."""
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    (tmp_path / "config.json").write_text(json.dumps({"model_config_list": [_entry("dummy")]}))
+    args = ["--config_path", str(tmp_path / "config.json"), "--grpc_workers", "2", "--allow_model_control"]
+    process = ServerProcess([*args, "--file_system_poll_wait_seconds", "0"], tmp_path / "log", wait_ready=False)
+    wait_for(lambda: process.log().count(EVERY_READY) == 2 or process.process.poll() is not None)
+    yield process
+    process.stop()
+
+
+def _entry(name: str) -> dict:
+    return {"config": {"name": name, "base_path": "dummy"}}
+
+
+def _ready_through_new_connections(address: str, name: str, connections: int = 16) -> set[bool]:
+    """ModelReady of `name` asked over `connections` connections of their own (the kernel spreads them over the
+    workers: sixteen all reach the same one with a chance of 1 in 32,768)."""
+    answers = set()
+    for _ in range(connections):
+        with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            try:
+                answers.add(stub.ModelReady(service_pb2.ModelReadyRequest(name=name), timeout=10).ready)
+            except grpc.RpcError as error:  # an unloaded model has no available version: NOT_FOUND, as in OVMS
+                assert error.code() == grpc.StatusCode.NOT_FOUND, error
+                answers.add(False)
+    return answers
+
+
+def test_a_load_or_unload_through_one_connection_is_seen_through_all(controlled_workers):
+    stub = controlled_workers.stub
+    stub.RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(model_name="dummy"), timeout=60)
+    assert _ready_through_new_connections(controlled_workers.address, "dummy") == {False}
+    stub.RepositoryModelLoad(service_pb2.RepositoryModelLoadRequest(model_name="dummy"), timeout=60)
+    assert _ready_through_new_connections(controlled_workers.address, "dummy") == {True}
+    with pytest.raises(grpc.RpcError) as failed:  # refused by every worker alike: one answer
+        stub.RepositoryModelLoad(service_pb2.RepositoryModelLoadRequest(model_name="nowhere"), timeout=60)
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND and "nowhere" in failed.value.details()
+
+
+def test_a_replacement_worker_applies_the_explicit_calls_before_it_is_ready(controlled_workers):
+    controlled_workers.stub.RepositoryModelUnload(
+        service_pb2.RepositoryModelUnloadRequest(model_name="dummy"), timeout=60
+    )
+    first = _worker_pids(controlled_workers.log())[0]
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: re.search(REPLACED.format(dead=first, n=1), controlled_workers.log()) is not None)
+    replacement = int(re.search(REPLACED.format(dead=first, n=1), controlled_workers.log()).group(1))
+    wait_for(lambda: f"[{replacement}]{EVERY_READY}" in controlled_workers.log())
+    assert _ready_through_new_connections(controlled_workers.address, "dummy") == {False}
+
+
+def test_a_config_reload_is_applied_by_every_worker_before_it_answers(controlled_workers, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_config_list": [_entry("dummy"), _entry("second")]}))
+    connection = http.client.HTTPConnection(controlled_workers.rest_address, timeout=60)
+    connection.request("POST", "/v1/config/reload")
+    assert connection.getresponse().status == 201  # applied, and something changed (OVMS's answer)
+    connection.close()
+    assert _ready_through_new_connections(controlled_workers.address, "second") == {True}
