@@ -60,15 +60,16 @@ OUTPUT_BYTES = 4000
 """What the engine answers for a large tensor: the heavy model's output (1000 FP32)."""
 
 
-def _private_mb(pid: int) -> float:
+def private_mb(pid: int) -> float:
     """Memory only this process holds (private pages: what one more such process adds), in MB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
     return sum(int(fields[name].split()[0]) for name in ("Private_Clean", "Private_Dirty")) / 1024
 
 
-def _children(pid: int) -> list[int]:
+def server_pids(pid: int) -> list[int]:
+    """A server's process and its children (the workers of `--grpc_workers`)."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+    return [pid, *(int(p) for p in path.read_text().split())] if path.exists() else [pid]
 
 
 def full_server(config: Path, workers: int, seconds: float) -> dict[str, float]:
@@ -76,7 +77,7 @@ def full_server(config: Path, workers: int, seconds: float) -> dict[str, float]:
     extra = ["--grpc_workers", str(workers)] if workers > 1 else []
     peer = start_pyovms(config, ["dummy", "heavy"], extra)
     try:
-        pids = [peer.process.pid, *_children(peer.process.pid)]
+        pids = server_pids(peer.process.pid)
         body = request_body("dummy", "b", np.frombuffer(TINY, np.float32).reshape(1, 10))
         asyncio.run(grpc_load(peer.address, body, CONCURRENCY, 1.0, warmup=0.5, connections=CONNECTIONS))
         before = sum(cpu_seconds(p) for p in pids)
@@ -87,7 +88,7 @@ def full_server(config: Path, workers: int, seconds: float) -> dict[str, float]:
             "rps": result.rps,
             "cpu_ms": cpu / result.count * 1e3,
             "p50_ms": result.p50,
-            "private_mb": statistics.mean(_private_mb(p) for p in servers),
+            "private_mb": statistics.mean(private_mb(p) for p in servers),
         }
     finally:
         peer.stop()
@@ -159,7 +160,7 @@ def front_alone(seconds: float) -> dict[str, float]:
         before = cpu_seconds(process.pid)
         result = asyncio.run(grpc_load(address, body, CONCURRENCY, seconds, warmup=0, connections=CONNECTIONS))
         cpu = cpu_seconds(process.pid) - before
-        return {"cpu_ms": cpu / result.count * 1e3, "rps": result.rps, "private_mb": _private_mb(process.pid)}
+        return {"cpu_ms": cpu / result.count * 1e3, "rps": result.rps, "private_mb": private_mb(process.pid)}
     finally:
         stop.set()
         process.join(30)

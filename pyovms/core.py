@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import ServingError, Status
-from .observability.metrics import Metrics
+from .observability.metrics import Metrics, merge_expositions
+from .observability.statistics import InferStatistics
 from .repository.registry import Repository, VersionState, check_available
 from .tensors import shared_memory
 from .tensors.images import DEFAULT_MAX_DECODED_BYTES
@@ -93,12 +94,16 @@ class Server:
         """The registered system shared memory regions (one, when named)."""
         return self._shared_memory().status(name)
 
-    def register_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
-        self._shared_memory().register(name, key, offset, byte_size)
+    async def register_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        """Register a region (under --grpc_workers, in every worker before answering)."""
+        self._shared_memory()  # refused here, before anything is relayed, when the extension is off
+        call = {"method": "register_shared_memory", "name": name, "key": key, "offset": offset, "byte_size": byte_size}
+        await self._everywhere(call)
 
-    def unregister_shared_memory(self, name: str = "") -> None:
-        """Unregister one region, or every region when `name` is empty."""
-        self._shared_memory().unregister(name)
+    async def unregister_shared_memory(self, name: str = "") -> None:
+        """Unregister one region, or every region when `name` is empty (under --grpc_workers, in every worker)."""
+        self._shared_memory()
+        await self._everywhere({"method": "unregister_shared_memory", "name": name})
 
     def cuda_shared_memory_status(self, name: str = "") -> list[RegionStatus]:
         """CUDA shared memory, as Triton without GPUs answers: no region is registered (a named one is missing)."""
@@ -188,7 +193,27 @@ class Server:
 
     async def model_statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:
         """Statistics of the AVAILABLE versions of one model (every model when `name` is empty), or of the one
-        version named; sorted by name and version."""
+        version named; sorted by name and version. Under --grpc_workers, summed over the workers (and the counts of
+        workers that have ended)."""
+        rows = self._statistics_here(name, version)
+        if self.peers is None:
+            return rows
+        totals = {(row.name, row.version): row.statistics.copy() for row in rows}
+        for others in (await self._everywhere_values({"method": "statistics"}))[1:]:
+            for row_name, row_version, data in others:
+                if (total := totals.get((row_name, row_version))) is not None:
+                    total.merge(InferStatistics.from_dict(data))
+        return [VersionStatistics(n, v, statistics) for (n, v), statistics in totals.items()]
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition of the enabled metrics; under --grpc_workers, summed over the workers (and the
+        counters of workers that have ended, so that no counter goes backwards)."""
+        assert self.metrics is not None
+        if self.peers is None:
+            return self.metrics.exposition()
+        return merge_expositions(await self._everywhere_values({"method": "metrics"})).encode()
+
+    def _statistics_here(self, name: str, version: str) -> list[VersionStatistics]:
         if name and version:
             entry = self.repository.find_version(name, version, zero_is_default=False)
             check_available(entry)
@@ -246,17 +271,23 @@ class Server:
         await self._everywhere({"method": "unload_model", "name": name, "parameters": parameters or {}})
 
     async def _everywhere(self, call: dict[str, Any]) -> Any:
-        """Apply a control call here, or, under --grpc_workers, in every worker before answering. A failure in any
-        worker is the answer (this worker's own first): the workers then do not all serve the same."""
+        """Apply a control call here, or, under --grpc_workers, in every worker before answering; this worker's
+        value."""
         if self.peers is None:
             return await self._apply(call)
-        outcomes = await self.peers.everywhere({**call, "parameters": _plain(call.get("parameters"))})
+        return (await self._everywhere_values({**call, "parameters": _plain(call.get("parameters"))}))[0]
+
+    async def _everywhere_values(self, call: dict[str, Any]) -> list[Any]:
+        """Every worker's value of `call`, this worker's first. A failure in any worker is the answer (this worker's
+        own first): the workers then do not all serve the same."""
+        assert self.peers is not None
+        outcomes = await self.peers.everywhere(call)
         failed = next((outcome for outcome in outcomes if not outcome["ok"]), None)
         if failed is not None:
             if outcomes[0]["ok"]:
                 log.error("%s applied here but failed in another worker: %s", call["method"], failed["details"])
             raise ServingError(Status[failed["status"]], failed["details"])
-        return outcomes[0]["value"]
+        return [outcome["value"] for outcome in outcomes]
 
     async def apply(self, call: dict[str, Any]) -> dict[str, Any]:
         """Run a control call relayed by the supervisor (`pyovms.workers`); its outcome, errors included."""
@@ -276,6 +307,14 @@ class Server:
             return await self._control().load(call["name"], call["parameters"], confined=call["confined"])
         if method == "unload_model":
             return await self._control().unload(call["name"], call["parameters"])
+        if method == "register_shared_memory":
+            return self._shared_memory().register(call["name"], call["key"], call["offset"], call["byte_size"])
+        if method == "unregister_shared_memory":
+            return self._shared_memory().unregister(call["name"])
+        if method == "statistics":  # every available version's, for the worker that sums them
+            return [[row.name, row.version, row.statistics.as_dict()] for row in self._statistics_here("", "")]
+        if method == "metrics":
+            return self.metrics.exposition().decode() if self.metrics is not None else ""
         raise ServingError(Status.INTERNAL_ERROR, f"unknown control call {method}")
 
     def _check_model_control(self, trusted: bool) -> None:

@@ -20,14 +20,10 @@ PARSE = (
 
 
 def _settings_on(cores: set[int]) -> str:
-    """`--grpc_workers auto` parsed by a process allowed to run on `cores` only."""
-    result = subprocess.run(
-        [sys.executable, "-c", PARSE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=lambda: os.sched_setaffinity(0, cores),
-    )
+    """`--grpc_workers auto` parsed by a process that first restricts itself to `cores` (set in the child itself: a
+    `preexec_fn` would run Python in a fork of this process, whose gRPC threads do not survive a fork)."""
+    code = f"import os; os.sched_setaffinity(0, {sorted(cores)}); {PARSE}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 

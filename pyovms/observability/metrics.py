@@ -242,3 +242,35 @@ def _histogram(name: str, labels: dict[str, str], histogram: Histogram) -> Itera
         yield _sample(f"{name}_bucket", {**labels, "le": floatToGoString(bound)}, cumulative)
     yield _sample(f"{name}_count", labels, histogram.count)
     yield _sample(f"{name}_sum", labels, histogram.ns / 1000)
+
+
+def merge_expositions(texts: Sequence[str], counters_only: bool = False) -> str:
+    """One exposition from several processes' (`--grpc_workers`): each series' samples summed, families and series
+    in the order they first appear. Every pyovms metric sums sensibly, gauges too (requests in flight, streams and
+    infer requests of the whole server). `counters_only` drops the gauges: what a process that has ended still
+    adds (its counters must not go backwards; its gauges are gone with it)."""
+    families: dict[str, tuple[list[str], dict[str, float]]] = {}
+    kinds: dict[str, str] = {}
+    for text in texts:
+        family = ""
+        for line in text.splitlines():
+            if line.startswith(("# HELP ", "# TYPE ")):
+                _, kind_of_line, family, rest = line.split(" ", 3)
+                if kind_of_line == "TYPE":
+                    kinds[family] = rest
+            if not line:
+                continue
+            header, samples = families.setdefault(family, ([], {}))
+            if line.startswith("#"):
+                if line not in header:
+                    header.append(line)
+            else:
+                series, _, value = line.rpartition(" ")
+                samples[series] = samples.get(series, 0.0) + float(value)
+    lines = [
+        line
+        for family, (header, samples) in families.items()
+        if not (counters_only and kinds.get(family) == "gauge")
+        for line in (*header, *(f"{series} {floatToGoString(value)}" for series, value in samples.items()))
+    ]
+    return "\n".join(lines) + "\n" if lines else ""

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 BUCKETS_US = tuple(math.floor(10 * 1.8**i) for i in range(33))
 """Upper bounds (microseconds) of the latency histograms, OVMS's scheme: floor(10 x 1.8^i); +Inf follows."""
@@ -74,3 +75,32 @@ class InferStatistics:
     def record_failure(self, started: int) -> None:
         self.fail.add(time.perf_counter_ns() - started)
         self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (for another process: `from_dict`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferStatistics:
+        fields_ = {
+            name: data[name] for name in ("in_flight", "inference_count", "execution_count", "last_inference_ms")
+        }
+        durations = {name: Duration(**data[name]) for name in ("success", "fail", "compute_input", "compute_output")}
+        histograms = {name: Histogram(**data[name]) for name in ("queue", "compute_infer")}
+        return cls(**durations, **histograms, **fields_)
+
+    def merge(self, other: InferStatistics) -> None:
+        """Add `other`'s counts to these (the statistics of one version served by several processes)."""
+        for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            mine.count += theirs.count
+            mine.ns += theirs.ns
+            if isinstance(mine, Histogram):
+                mine.buckets = [a + b for a, b in zip(mine.buckets, theirs.buckets, strict=True)]
+        self.in_flight += other.in_flight
+        self.inference_count += other.inference_count
+        self.execution_count += other.execution_count
+        self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
+
+    def copy(self) -> InferStatistics:
+        return InferStatistics.from_dict(self.as_dict())

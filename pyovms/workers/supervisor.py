@@ -19,6 +19,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..observability.metrics import merge_expositions
+from ..observability.statistics import InferStatistics
 from ..settings import Settings
 from .link import CHANNEL_FD_ENV, WORKER_ENV
 
@@ -31,9 +33,11 @@ server, so that a process manager sees a crash loop."""
 STOP_TIMEOUT_S = 30.0
 """How long a stopped worker may take beyond its grace period before it is killed."""
 POLL_S = 0.1
-REMEMBERED = ("load_model", "unload_model")
-"""The relayed calls a worker that starts later applies too (explicit loads and unloads are pinned over config.json;
-a reload only re-reads what a new worker reads anyway)."""
+SUMMED = ("statistics", "metrics")
+"""Queries whose answers are summed over the workers (the origin sums; the supervisor adds the ended workers')."""
+REMEMBERED = ("load_model", "unload_model", "register_shared_memory", "unregister_shared_memory")
+"""The relayed calls a worker that starts later applies too: explicit loads and unloads are pinned over config.json,
+and a registered region must be found by every worker (a reload only re-reads what a new worker reads anyway)."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -108,6 +112,11 @@ class _ControlPlane:
         self.history: list[tuple[int, dict[str, Any]]] = []
         """(relay id, call) of each load and unload, in order (a failed one is taken out when its outcome is in)."""
         self._ids = itertools.count(1)
+        self.last: dict[tuple[int, str], Any] = {}
+        """Each worker's last answer to a statistics or metrics query, by (pid, method)."""
+        self.ended: dict[str, Any] = {"statistics": [], "metrics": ""}
+        """The counts of workers that have ended, as they last reported them: added to every sum, so that the
+        server's counters never go backwards when a worker is replaced."""
 
     def handle(self, worker: _Worker, message: dict[str, Any]) -> None:
         if message.get("event") == "ready":
@@ -122,16 +131,24 @@ class _ControlPlane:
             if call.get("method") in REMEMBERED:
                 self.history.append((relay_id, call))
         elif message.get("event") == "applied" and (relay := self.relays.get(message["id"])) is not None:
-            relay.outcomes[worker.process.pid] = message["outcome"]
+            relay.outcomes[worker.process.pid] = outcome = message["outcome"]
             relay.waiting.discard(worker.process.pid)
+            if relay.call["method"] in SUMMED and outcome["ok"]:
+                self.last[worker.process.pid, relay.call["method"]] = outcome["value"]
             if relay.origin is None:
                 worker.catching_up -= 1
             self._complete(message["id"])
 
     def forget(self, dead: _Worker) -> None:
-        """A worker died: nothing waits for its answers any more."""
+        """A worker died: nothing waits for its answers any more, and its last counts join the ended ones."""
+        pid = dead.process.pid
+        if (statistics := self.last.pop((pid, "statistics"), None)) is not None:
+            self.ended["statistics"] = _sum_statistics([self.ended["statistics"], statistics])
+        if (metrics := self.last.pop((pid, "metrics"), None)) is not None:
+            self.ended["metrics"] = merge_expositions([self.ended["metrics"], metrics], counters_only=True)
         for relay_id in list(self.relays):
-            self.relays[relay_id].waiting.discard(dead.process.pid)
+            self.relays[relay_id].waiting.discard(pid)
+            self.relays[relay_id].outcomes.pop(pid, None)  # counted among the ended ones now
             self._complete(relay_id)
 
     def _apply(self, call: dict[str, Any], origin: _Worker | None, origin_id: int, targets: list[_Worker]) -> int:
@@ -150,9 +167,25 @@ class _ControlPlane:
             return
         own = relay.outcomes.pop(relay.origin.process.pid, None)
         outcomes = [o for o in (own, *relay.outcomes.values()) if o is not None]
+        if relay.call["method"] in SUMMED:
+            outcomes.append({"ok": True, "value": self.ended[relay.call["method"]]})
         if own is not None and not own["ok"]:
             self.history = [(i, c) for i, c in self.history if i != relay_id]
         relay.origin.send({"event": "relayed", "id": relay.origin_id, "outcomes": outcomes})
+
+
+def _sum_statistics(snapshots: list[list[list[Any]]]) -> list[list[Any]]:
+    """Rows [name, version, statistics] of several workers summed by (name, version); requests in flight left out."""
+    totals: dict[tuple[str, str], InferStatistics] = {}
+    for rows in snapshots:
+        for name, version, data in rows:
+            statistics = InferStatistics.from_dict(data)
+            statistics.in_flight = 0
+            if (total := totals.get((name, version))) is None:
+                totals[name, version] = statistics
+            else:
+                total.merge(statistics)
+    return [[name, version, statistics.as_dict()] for (name, version), statistics in totals.items()]
 
 
 def _start_worker(index: int, argv: list[str]) -> _Worker:

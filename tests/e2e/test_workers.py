@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
 import signal
 import socket
+import textwrap
+from collections import Counter
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.utils.shared_memory as shm
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from pyovms.observability.metrics import merge_expositions
 
 from ..support import models
 from ..support.server_process import ServerProcess, run_cli, wait_for
@@ -255,3 +263,145 @@ def test_a_config_reload_is_applied_by_every_worker_before_it_answers(controlled
     assert connection.getresponse().status == 201  # applied, and something changed (OVMS's answer)
     connection.close()
     assert _ready_through_new_connections(controlled_workers.address, "second") == {True}
+
+
+@pytest.fixture
+def counting_workers(tmp_path):
+    """Two workers with metrics on."""
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    args = ["--model_name", "dummy", "--model_path", str(tmp_path / "dummy"), "--grpc_workers", "2"]
+    process = ServerProcess([*args, "--metrics_enable"], tmp_path / "log", wait_ready=False)
+    wait_for(lambda: process.log().count(EVERY_READY) == 2 or process.process.poll() is not None)
+    yield process
+    process.stop()
+
+
+SUCCESS = 'ovms_requests_success{api="KServe",interface="gRPC",method="ModelInfer",name="dummy",version="1"}'
+
+
+def _scrape(rest_address: str) -> str:
+    connection = http.client.HTTPConnection(rest_address, timeout=30)  # a connection of its own: any worker
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200
+        return response.read().decode()
+    finally:
+        connection.close()
+
+
+def _sample(text: str, series: str) -> float:
+    found = [line.rpartition(" ")[2] for line in text.splitlines() if line.startswith(series + " ")]
+    assert len(found) == 1, (series, text)
+    return float(found[0])
+
+
+def _success_count(address: str) -> int:
+    with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        response = stub.ModelStatistics(service_pb2.ModelStatisticsRequest(name="dummy"), timeout=30)
+    return response.model_stats[0].inference_stats.success.count
+
+
+def test_metrics_and_statistics_are_the_whole_servers_on_every_scrape(counting_workers):
+    _infer_over_new_connections(counting_workers.address, 20)  # spread over both workers
+    for _ in range(6):  # each scrape and each statistics call lands on either worker: the same sums
+        assert _sample(_scrape(counting_workers.rest_address), SUCCESS) == 20
+        assert _success_count(counting_workers.address) == 20
+    text = _scrape(counting_workers.rest_address)
+    assert text.count("# TYPE ovms_requests_success counter") == 1
+    assert merge_expositions([text]) == text  # a sum of one is the text as one process writes it
+    assert _sample(text, 'ovms_current_requests{name="dummy",version="1"}') == 0
+
+
+def test_counters_never_go_backwards_when_a_worker_is_replaced(counting_workers):
+    _infer_over_new_connections(counting_workers.address, 20)
+    assert _sample(_scrape(counting_workers.rest_address), SUCCESS) == 20
+    assert _success_count(counting_workers.address) == 20
+    first = _worker_pids(counting_workers.log())[0]
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: re.search(REPLACED.format(dead=first, n=1), counting_workers.log()) is not None)
+    replacement = int(re.search(REPLACED.format(dead=first, n=1), counting_workers.log()).group(1))
+    wait_for(lambda: f"[{replacement}]{EVERY_READY}" in counting_workers.log())
+    for _ in range(4):  # the ended worker's counts, as last scraped, stay in the sums
+        assert _sample(_scrape(counting_workers.rest_address), SUCCESS) == 20
+        assert _success_count(counting_workers.address) == 20
+    _infer_over_new_connections(counting_workers.address, 4)
+    assert _sample(_scrape(counting_workers.rest_address), SUCCESS) == 24
+
+
+def _client(address: str) -> grpcclient.InferenceServerClient:
+    """A tritonclient client with a TCP connection of its own: clients in one process otherwise share one, and so
+    reach one worker (grpc's global subchannel pool; docs/scaling.md)."""
+    return grpcclient.InferenceServerClient(address, channel_args=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def test_a_region_registered_through_one_connection_is_used_through_all(tmp_path):
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    args = ["--model_name", "dummy", "--model_path", str(tmp_path / "dummy"), "--grpc_workers", "2"]
+    process = ServerProcess([*args, "--allow_client_shm"], tmp_path / "log", wait_ready=False)
+    values = np.arange(10, dtype=np.float32).reshape(1, 10)
+    handle = shm.create_shared_memory_region("input", f"/pyovms_workers_{os.getpid()}", values.nbytes)
+    shm.set_shared_memory_region(handle, [values])
+    try:
+        wait_for(lambda: process.log().count(EVERY_READY) == 2 or process.process.poll() is not None)
+        first = _client(process.address)
+        first.register_system_shared_memory("input", f"/pyovms_workers_{os.getpid()}", values.nbytes)
+        for _ in range(16):  # new connections, spread over both workers: each finds the region
+            client = _client(process.address)
+            tensor = grpcclient.InferInput("b", [1, 10], "FP32")
+            tensor.set_shared_memory("input", values.nbytes)
+            np.testing.assert_array_equal(client.infer("dummy", [tensor]).as_numpy("a"), values + 1)
+            assert list(client.get_system_shared_memory_status().regions) == ["input"]
+            client.close()
+        first.unregister_system_shared_memory("input")
+        for _ in range(8):
+            client = _client(process.address)
+            assert list(client.get_system_shared_memory_status().regions) == []
+            client.close()
+        first.close()
+    finally:
+        shm.destroy_shared_memory_region(handle)
+        process.stop()
+
+
+def _connection_owners(port: int, pids: list[int]) -> Counter[int]:
+    """How many established connections to `port` each of `pids` holds, read from the kernel's socket tables and each
+    process's file descriptors."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rpartition(":")[2], 16) == port:  # 01: ESTABLISHED
+                inodes.add(fields[9])
+    owners: Counter[int] = Counter()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):  # a descriptor closed meanwhile
+                target = os.readlink(fd)
+                owners[pid] += target.startswith("socket:[") and target[len("socket:[") : -1] in inodes
+    return owners
+
+
+def test_clients_with_a_connection_of_their_own_reach_every_worker(two_workers):
+    """docs/scaling.md's example, run as written (eight clients at a time, until both workers hold some of their
+    connections: each connection goes to either worker, so a few rounds settle it)."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
+    start = docs.index("```python", docs.index("Give each client a connection of its own")) + len("```python")
+    example = textwrap.dedent(docs[start : docs.index("```", start)])
+    pids = _worker_pids(two_workers.log())
+    before = _connection_owners(two_workers.port, pids)
+    opened: list[grpcclient.InferenceServerClient] = []
+    try:
+        for _ in range(8):
+            namespace: dict = {}
+            exec(example.replace("127.0.0.1:9000", two_workers.address), namespace)  # as written
+            opened += namespace["clients"]
+            assert all(client.is_server_ready() for client in namespace["clients"])  # each connects
+            gained = _connection_owners(two_workers.port, pids) - before
+            if len(gained) == 2:
+                break
+        assert set(gained) == set(pids) and sum(gained.values()) == len(opened), (gained, len(opened))
+    finally:
+        for client in opened:
+            client.close()

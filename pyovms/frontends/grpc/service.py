@@ -180,7 +180,7 @@ class InferenceService:
     async def shared_memory_register(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         async def call() -> Message:
             request = _parse(pb.SystemSharedMemoryRegisterRequest, data)
-            self.server.register_shared_memory(request.name, request.key, request.offset, request.byte_size)
+            await self.server.register_shared_memory(request.name, request.key, request.offset, request.byte_size)
             return pb.SystemSharedMemoryRegisterResponse()
 
         return await _answer(context, "SystemSharedMemoryRegister", call)
@@ -188,7 +188,7 @@ class InferenceService:
     async def shared_memory_unregister(self, data: bytes, context: grpc.aio.ServicerContext) -> Message:
         async def call() -> Message:
             request = _parse(pb.SystemSharedMemoryUnregisterRequest, data)
-            self.server.unregister_shared_memory(request.name)
+            await self.server.unregister_shared_memory(request.name)
             return pb.SystemSharedMemoryUnregisterResponse()
 
         return await _answer(context, "SystemSharedMemoryUnregister", call)

@@ -274,11 +274,11 @@ class RestApi:
             raise ServingError(
                 Status.SHM_REQUEST_INVALID, "the body needs key (a string), byte_size and offset (integers)"
             )
-        self.server.register_shared_memory(found.name, key, offset, byte_size)
+        await self.server.register_shared_memory(found.name, key, offset, byte_size)
         return web.Response(status=200)
 
     async def shared_memory_unregister(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
-        self.server.unregister_shared_memory(found.name)
+        await self.server.unregister_shared_memory(found.name)
         return web.Response(status=200)
 
     async def cuda_shared_memory_status(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
@@ -310,7 +310,7 @@ class RestApi:
         if self.server.metrics is None:
             raise ServingError(Status.REST_INVALID_URL, "metrics are not enabled")
         return web.Response(
-            body=self.server.metrics.exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+            body=await self.server.metrics_text(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
 
     async def config_status(self, request: web.BaseRequest, found: routes.Match) -> web.Response:
