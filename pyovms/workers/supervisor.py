@@ -129,7 +129,7 @@ class _ControlPlane:
             targets = [w for w in self.workers if (w.loaded and w.alive()) or w is worker]
             relay_id = self._apply(call, worker, message["id"], targets)
             if call.get("method") in REMEMBERED:
-                self.history.append((relay_id, call))
+                self.history = [(i, c) for i, c in self.history if not _supersedes(call, c)] + [(relay_id, call)]
         elif message.get("event") == "applied" and (relay := self.relays.get(message["id"])) is not None:
             relay.outcomes[worker.process.pid] = outcome = message["outcome"]
             relay.waiting.discard(worker.process.pid)
@@ -172,6 +172,18 @@ class _ControlPlane:
         if own is not None and not own["ok"]:
             self.history = [(i, c) for i, c in self.history if i != relay_id]
         relay.origin.send({"event": "relayed", "id": relay.origin_id, "outcomes": outcomes})
+
+
+def _supersedes(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether replaying `old` before `new` changes nothing: the history keeps the last call for each model and each
+    region (an unload that also unloaded the pipelines running the model is kept)."""
+    models = ("load_model", "unload_model")
+    if new["method"] in models and old["method"] in models:
+        return new["name"] == old["name"] and not old["parameters"].get("unload_dependents")
+    regions = ("register_shared_memory", "unregister_shared_memory")
+    if new["method"] in regions and old["method"] in regions:
+        return new["name"] in ("", old["name"]) and not (old["method"] == regions[1] and old["name"] == "")
+    return False
 
 
 def _sum_statistics(snapshots: list[list[list[Any]]]) -> list[list[Any]]:

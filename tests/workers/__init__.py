@@ -1,0 +1,1 @@
+"""Unit tests of pyovms/workers/: the supervisor's bookkeeping, without a server."""
