@@ -104,13 +104,14 @@ class _Relay:
 
 class _ControlPlane:
     """Control calls applied by every worker before the one a client asked answers, and the history of explicit
-    loads and unloads, which a worker that starts later applies before it counts as ready."""
+    loads, unloads and region registrations, which a worker that starts later applies before it counts as ready."""
 
     def __init__(self, workers: list[_Worker]) -> None:
         self.workers = workers
         self.relays: dict[int, _Relay] = {}
         self.history: list[tuple[int, dict[str, Any]]] = []
-        """(relay id, call) of each load and unload, in order (a failed one is taken out when its outcome is in)."""
+        """(relay id, call) of each load, unload and registration, in order: a failed one is taken out when its outcome
+        is in, and a successful one takes out the earlier calls it supersedes."""
         self._ids = itertools.count(1)
         self.last: dict[tuple[int, str], Any] = {}
         """Each worker's last answer to a statistics or metrics query, by (pid, method)."""
@@ -128,8 +129,8 @@ class _ControlPlane:
             call = message["call"]
             targets = [w for w in self.workers if (w.loaded and w.alive()) or w is worker]
             relay_id = self._apply(call, worker, message["id"], targets)
-            if call.get("method") in REMEMBERED:
-                self.history = [(i, c) for i, c in self.history if not _supersedes(call, c)] + [(relay_id, call)]
+            if call.get("method") in REMEMBERED:  # from now on: a worker that loads meanwhile replays it too
+                self.history.append((relay_id, call))
         elif message.get("event") == "applied" and (relay := self.relays.get(message["id"])) is not None:
             relay.outcomes[worker.process.pid] = outcome = message["outcome"]
             relay.waiting.discard(worker.process.pid)
@@ -169,8 +170,13 @@ class _ControlPlane:
         outcomes = [o for o in (own, *relay.outcomes.values()) if o is not None]
         if relay.call["method"] in SUMMED:
             outcomes.append({"ok": True, "value": self.ended[relay.call["method"]]})
-        if own is not None and not own["ok"]:
-            self.history = [(i, c) for i, c in self.history if i != relay_id]
+        if relay.call["method"] in REMEMBERED:  # a failed call is taken out; a successful one, what it supersedes
+            failed = own is not None and not own["ok"]
+            self.history = [
+                (i, c)
+                for i, c in self.history
+                if not (i == relay_id and failed) and not (i < relay_id and not failed and _supersedes(relay.call, c))
+            ]
         relay.origin.send({"event": "relayed", "id": relay.origin_id, "outcomes": outcomes})
 
 
