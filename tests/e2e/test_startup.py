@@ -13,6 +13,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from ..support import models
+from ..support.in_flight import SLOW_ARGS, InFlight
 from ..support.server_process import ServerProcess, wait_for
 
 
@@ -99,50 +100,22 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(tmp_path
     """SIGTERM while an inference runs (seen running: `ovms_infer_req_active` is 1): with a grace period it
     finishes and is answered; without one it is cut off. Either way the server exits with 0."""
     import signal
-    import threading
 
     models.build_slow_to_infer(tmp_path / "slow" / "1" / "model.xml")
     process = ServerProcess(
         ["--model_name", "slow", "--model_path", str(tmp_path / "slow"), "--shutdown_grace_seconds", grace,
-         "--plugin_config", '{"INFERENCE_PRECISION_HINT": "f32"}',  # no bf16 matrix units: slow everywhere
-         "--metrics_enable", "--metrics_list", "ovms_infer_req_active"],
+         *SLOW_ARGS],
         tmp_path / "log",
     )  # fmt: skip
 
     try:
-        rows = 512
-        request = service_pb2.ModelInferRequest(model_name="slow")
-        request.inputs.add(name="x", datatype="FP32", shape=[rows, 1024])
-        request.raw_input_contents.append(np.ones((rows, 1024), dtype=np.float32).tobytes())
-        process.stub.ModelInfer(request, timeout=60)  # warm-up
-        started = time.monotonic()
-        process.stub.ModelInfer(request, timeout=60)
-        per_row = (time.monotonic() - started) / rows
-        rows = min(16384, max(rows, int(3.0 / per_row)))  # about three seconds of inference, 64 MB at most
-        request.inputs[0].shape[:] = [rows, 1024]
-        request.raw_input_contents[0] = np.ones((rows, 1024), dtype=np.float32).tobytes()
-
-        outcome: dict = {}
-
-        def call() -> None:
-            try:
-                outcome["response"] = process.stub.ModelInfer(request, timeout=60)
-            except grpc.RpcError as exc:
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=call)
-        worker.start()
-        deadline = time.monotonic() + 60
-        while process.gauge("ovms_infer_req_active") < 1 and time.monotonic() < deadline and worker.is_alive():
-            pass  # no sleep: the signal goes as soon as the inference is seen running
-        assert "response" not in outcome, f"the inference of {rows} rows ended before it was seen running"
+        call = InFlight(process)
+        call.start_and_see_running()
         process.process.send_signal(signal.SIGTERM)
-        worker.join(60)
         if grace == "0":  # no grace: the request in flight is cut off
-            assert outcome["error"].code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+            assert call.error().code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
         else:
-            assert "error" not in outcome, outcome.get("error")
-            assert list(outcome["response"].outputs[0].shape) == [rows, 1024]
+            call.answer()
         process.channel.close()  # the last client leaves: the server need not wait for the rest of its grace period
         assert process.process.wait(60) == 0
         log = process.log()

@@ -10,8 +10,6 @@ import re
 import signal
 import socket
 import textwrap
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from pyovms.observability.metrics import merge_expositions
 
 from ..support import models
+from ..support.in_flight import SLOW_ARGS, InFlight
 from ..support.server_process import ServerProcess, run_cli, wait_for
 
 pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="--grpc_workers 2 needs two cores")
@@ -415,41 +414,16 @@ def test_sigterm_lets_every_workers_requests_in_flight_finish(tmp_path):
     models.build_slow_to_infer(tmp_path / "slow" / "1" / "model.xml")
     process = ServerProcess(
         ["--model_name", "slow", "--model_path", str(tmp_path / "slow"), "--grpc_workers", "2",
-         "--plugin_config", '{"INFERENCE_PRECISION_HINT": "f32"}', "--shutdown_grace_seconds", "60",
-         "--metrics_enable", "--metrics_list", "ovms_infer_req_active"],
+         "--shutdown_grace_seconds", "60", *SLOW_ARGS],
         tmp_path / "log", wait_ready=False,
     )  # fmt: skip
     try:
         wait_for(lambda: process.log().count(EVERY_READY) == 2 or process.process.poll() is not None)
         pids = _worker_pids(process.log())
-        rows = 512
-        request = service_pb2.ModelInferRequest(model_name="slow")
-        request.inputs.add(name="x", datatype="FP32", shape=[rows, 1024])
-        request.raw_input_contents.append(np.ones((rows, 1024), dtype=np.float32).tobytes())
-        process.stub.ModelInfer(request, timeout=60)  # warm-up
-        started = time.monotonic()
-        process.stub.ModelInfer(request, timeout=60)
-        rows = min(16384, max(rows, int(3.0 / ((time.monotonic() - started) / rows))))  # about 3 s of inference
-        request.inputs[0].shape[:] = [rows, 1024]
-        request.raw_input_contents[0] = np.ones((rows, 1024), dtype=np.float32).tobytes()
-        outcome: dict = {}
-
-        def call() -> None:
-            try:
-                outcome["response"] = process.stub.ModelInfer(request, timeout=60)
-            except grpc.RpcError as exc:
-                outcome["error"] = exc
-
-        caller = threading.Thread(target=call)
-        caller.start()
-        deadline = time.monotonic() + 60
-        while process.gauge("ovms_infer_req_active") < 1 and time.monotonic() < deadline and caller.is_alive():
-            pass  # no sleep: the signal goes as soon as the inference is seen running
-        assert "response" not in outcome, f"the inference of {rows} rows ended before it was seen running"
+        call = InFlight(process)
+        call.start_and_see_running()
         process.process.send_signal(signal.SIGTERM)
-        caller.join(60)
-        assert "error" not in outcome, outcome.get("error")
-        assert list(outcome["response"].outputs[0].shape) == [rows, 1024]
+        call.answer()
         process.channel.close()  # the last client leaves: no need to wait for the rest of the grace period
         assert process.process.wait(60) == 0
         assert not any(_alive(pid) for pid in pids)
