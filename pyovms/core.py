@@ -199,6 +199,7 @@ class Server:
         if self.peers is None:
             return rows
         totals = {(row.name, row.version): row.statistics.copy() for row in rows}
+        # every worker answers with all its rows (this one's too, [0], which the supervisor keeps for when it ends)
         for others in (await self._everywhere_values({"method": "statistics"}))[1:]:
             for row_name, row_version, data in others:
                 if (total := totals.get((row_name, row_version))) is not None:
@@ -275,7 +276,9 @@ class Server:
         value."""
         if self.peers is None:
             return await self._apply(call)
-        return (await self._everywhere_values({**call, "parameters": _plain(call.get("parameters"))}))[0]
+        if "parameters" in call:  # a client's parameters may hold bytes: JSON carries their text
+            call = {**call, "parameters": _plain(call["parameters"])}
+        return (await self._everywhere_values(call))[0]
 
     async def _everywhere_values(self, call: dict[str, Any]) -> list[Any]:
         """Every worker's value of `call`, this worker's first. A failure in any worker is the answer (this worker's
@@ -398,7 +401,7 @@ class Peers(Protocol):
         ...
 
 
-def _plain(parameters: dict[str, Any] | None) -> dict[str, Any]:
+def _plain(parameters: dict[str, Any]) -> dict[str, Any]:
     """A relayed call's parameters as JSON values (a bytes parameter, such as a config sent as bytes, as its
     text)."""
-    return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in (parameters or {}).items()}
+    return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in parameters.items()}
