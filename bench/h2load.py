@@ -33,14 +33,21 @@ def check_answer(address: str, body: bytes) -> None:
 
 
 def h2load_run(
-    address: str, body: bytes, concurrency: int, seconds: float, warmup: float = 1.0, connections: int = 1
+    address: str,
+    body: bytes,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+    connections: int = 1,
+    threads: int = 1,
 ) -> Result:
-    """gRPC ModelInfer: req/s and latency percentiles of `concurrency` streams over `connections` connections."""
+    """gRPC ModelInfer: req/s and latency percentiles of `concurrency` streams over `connections` connections,
+    driven by `threads` client threads."""
     connections = min(connections, concurrency)
     check_answer(address, body)
     framed = b"\x00" + struct.pack(">I", len(body)) + body  # gRPC length-prefixed message
     headers = ["content-type: application/grpc", "te: trailers"]
-    options = ["-c", str(connections), "-m", str(concurrency // connections)]
+    options = ["-t", str(min(threads, connections)), "-c", str(connections), "-m", str(concurrency // connections)]
     return _run(f"http://{address}{MODEL_INFER}", framed, headers, options, seconds, warmup)
 
 
@@ -55,7 +62,7 @@ def h2load_rest(
         request.add_header(name, value.strip())
     with urllib.request.urlopen(request, timeout=30) as answer:  # raises unless 2xx
         answer.read()
-    return _run(url, body, headers, ["--h1", "-c", str(concurrency), "-m", "1"], seconds, warmup)
+    return _run(url, body, headers, ["--h1", "-t", "1", "-c", str(concurrency), "-m", "1"], seconds, warmup)
 
 
 def _run(url: str, body: bytes, headers: list[str], options: list[str], seconds: float, warmup: float) -> Result:
@@ -64,7 +71,7 @@ def _run(url: str, body: bytes, headers: list[str], options: list[str], seconds:
         data.write_bytes(body)
         log = Path(tmp) / "log"
         command = [
-            "h2load", url, "-t", "1", *options, "-D", f"{round(seconds)}s", "--warm-up-time", f"{round(warmup)}s",
+            "h2load", url, *options, "-D", f"{round(seconds)}s", "--warm-up-time", f"{round(warmup)}s",
             "-d", str(data), "--log-file", str(log), *[item for h in headers for item in ("-H", h)],
         ]  # fmt: skip
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout

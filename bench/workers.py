@@ -1,13 +1,15 @@
 """`--grpc_workers N` scaling, run by hand; prints a markdown table (docs/performance.md).
 
-  python -m bench.workers [--workers 1 2 4] [--seconds 5]
+  python -m bench.workers [--workers 1 2 4] [--seconds 5] [--client h2load|grpc] [--server-args '...']
 
-For each N (capped by the cores this process may use), one server launch with `--grpc_workers N`, driven by N client
-processes (the grpc.aio client of bench/loadgen.py, each over 4 connections of its own) so that the client scales
-with the server: the tiny model with 8 requests in flight per client, the heavy one (600 KB in, a few ms of
-inference) with 2. Reported per point: req/s, p50 and p99 (the median of the clients' p50, the highest p99), the
-server's CPU per request (supervisor and workers together) and the private memory of each worker (what one more
-worker costs). On a machine with more cores the same command gives the scaling figure.
+For each N (capped by the cores this process may use), one server launch with `--grpc_workers N`, driven by a client
+that scales with N: h2load (when installed; its own cost is small, so the server's shows) with N threads, or N
+processes of the grpc.aio client of bench/loadgen.py; 4 connections per N, the tiny model with 8 requests in flight
+per N, the heavy one (600 KB in, a few ms of inference) with 2. Reported per point: req/s, p50 and p99 (for grpc, the
+median of the clients' p50 and the highest p99), the server's CPU per request (supervisor and workers together), how
+that CPU split over the workers (the kernel spreads connections by a hash: an uneven split is luck, not design) and
+the private memory of each worker (what one more worker costs). On a machine with more cores the same command gives
+the scaling figure.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .h2load import available as h2load_available
+from .h2load import h2load_run
 from .loadgen import Result, grpc_load
 from .models import HEAVY_SHAPE, write_repository
 from .run import request_body
@@ -46,26 +50,38 @@ def _client(job: tuple[str, str, float]) -> Result:
     )
 
 
-def measure(config: Path, workers: int, model: str, seconds: float) -> str:
-    extra = ["--grpc_workers", str(workers)] if workers > 1 else []
+def _drive(address: str, model: str, workers: int, seconds: float, client: str) -> tuple[float, float, float, int]:
+    """req/s, p50, p99 and requests counted of one load that scales with `workers`."""
+    if client == "h2load":
+        in_flight = workers * IN_FLIGHT[model]
+        connections = min(workers * CONNECTIONS_PER_CLIENT, in_flight)
+        result = h2load_run(address, _body(model), in_flight, seconds, 0, connections, threads=workers)
+        return result.rps, result.p50, result.p99, result.count
+    with multiprocessing.get_context("spawn").Pool(workers) as clients:
+        results = clients.map(_client, [(address, model, seconds)] * workers)
+    count = sum(r.count for r in results)
+    return sum(r.rps for r in results), statistics.median(r.p50 for r in results), max(r.p99 for r in results), count
+
+
+def measure(config: Path, workers: int, model: str, seconds: float, client: str, server_args: list[str]) -> str:
+    extra = [*(["--grpc_workers", str(workers)] if workers > 1 else []), *server_args]
     peer = start_pyovms(config, ["dummy", "heavy"], extra)
     try:
         pids = server_pids(peer.process.pid)
-        with multiprocessing.get_context("spawn").Pool(workers) as clients:
-            clients.map(_client, [(peer.address, model, 1.0)] * workers)  # warm-up
-            before = sum(cpu_seconds(pid) for pid in pids)
-            results = clients.map(_client, [(peer.address, model, seconds)] * workers)
-            cpu = sum(cpu_seconds(pid) for pid in pids) - before
-        count = sum(r.count for r in results)
-        rps = sum(r.rps for r in results)
-        p50 = statistics.median(r.p50 for r in results)
-        p99 = max(r.p99 for r in results)
-        memory = statistics.mean(private_mb(pid) for pid in (pids[1:] if workers > 1 else pids))
+        _drive(peer.address, model, workers, 1.0, client)  # warm-up
+        before = [cpu_seconds(pid) for pid in pids]
+        rps, p50, p99, count = _drive(peer.address, model, workers, seconds, client)
+        spent = [cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
+        servers = pids[1:] if workers > 1 else pids
+        split = "/".join(f"{100 * c / sum(spent[-len(servers) :]):.0f}" for c in spent[-len(servers) :])
+        memory = statistics.mean(private_mb(pid) for pid in servers)
         connections = workers * CONNECTIONS_PER_CLIENT
         in_flight = workers * IN_FLIGHT[model]
+        if client == "h2load":
+            connections = min(connections, in_flight)
         return (
             f"| {model} | {workers} | {connections} | {in_flight} | {rps:.0f} | {p50:.2f} | {p99:.2f} | "
-            f"{cpu / count * 1e3:.3f} | {memory:.0f} |"
+            f"{sum(spent) / count * 1e3:.3f} | {split} | {memory:.0f} |"
         )
     finally:
         peer.stop()
@@ -75,19 +91,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--client", choices=("h2load", "grpc"), default="h2load" if h2load_available() else "grpc")
+    parser.add_argument("--server-args", default="", help="more pyovms flags, e.g. '--worker_affinity none'")
     args = parser.parse_args(argv)
     from pyovms.workers.cores import available_cores
 
     cores = available_cores()
     counts = sorted({min(n, cores) for n in args.workers})
-    print(f"cores available: {cores}; clients and server share them\n")
-    print("| model | workers | connections | in flight | req/s | p50 ms | p99 ms | server CPU ms/request | MB/worker |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"cores available: {cores}; clients ({args.client}) and server share them\n")
+    print(
+        "| model | workers | connections | in flight | req/s | p50 ms | p99 ms | server CPU ms/request "
+        "| CPU split % | MB/worker |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         config = write_repository(Path(tmp))
         for model in ("dummy", "heavy"):
             for workers in counts:
-                print(measure(config, workers, model, args.seconds), flush=True)
+                print(measure(config, workers, model, args.seconds, args.client, args.server_args.split()), flush=True)
     return 0
 
 

@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="number of gRPC server processes; auto: one per available core (affinity and cgroup quota counted)",
     )
+    server.add_argument(
+        "--worker_affinity",
+        choices=("cores", "none"),
+        default="cores",
+        help="with several gRPC workers, pin each one to its own share of the cores (cores) or let Linux place them",
+    )
     server.add_argument("--grpc_max_threads", type=_uint)
     server.add_argument("--grpc_memory_quota", type=_uint)
     server.add_argument("--grpc_channel_arguments", default="", help="k=v,k=v passed to the gRPC server")
@@ -440,6 +446,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         rest_port=args.rest_port,
         rest_bind_address=rest_addresses,
         grpc_workers=args.grpc_workers,
+        worker_affinity=args.worker_affinity == "cores",
         inference_threads=inference_threads(args.grpc_workers),
         grpc_max_threads=args.grpc_max_threads,
         grpc_memory_quota=args.grpc_memory_quota,

@@ -37,7 +37,8 @@ from .repository.registry import Repository
 from .scheduling.infer_requests import PoolSettings
 from .settings import Settings
 from .tensors.shared_memory import SharedMemoryRegistry
-from .workers.link import SupervisorLink, is_worker
+from .workers.cores import pin_event_loop
+from .workers.link import SupervisorLink, is_worker, worker_cores
 from .workers.supervisor import supervise
 
 log = logging.getLogger("pyovms.server")
@@ -194,6 +195,8 @@ class ServerRuntime:
                 await self._stop_front_ends(0)
                 raise StartupError(f"Failed to start REST server: {exc}") from exc
             _log_started("REST", settings.rest_port, settings.rest_bind_address, settings)
+        if (cores := worker_cores()) is not None:  # after gRPC started its threads, which stay free
+            pin_event_loop(cores)
         self._loader = asyncio.create_task(self._initial_load(configs))
 
     async def _initial_load(self, configs: Configs) -> None:

@@ -68,8 +68,10 @@ class ModelManager:
     ) -> None:
         self.repository = repository or Repository()
         self.core = core or ov.Core()
-        if inference_threads is not None:  # compile-time properties (a model's plugin_config) override it
-            self.core.set_property("CPU", {"INFERENCE_NUM_THREADS": inference_threads})
+        if inference_threads is not None:  # compile-time properties (a model's plugin_config) override both
+            # A --grpc_workers worker: its share of the cores. Its event loop is pinned to that share, and OpenVINO,
+            # seeing the process restricted, would pin its own threads there too; they stay free instead.
+            self.core.set_property("CPU", {"INFERENCE_NUM_THREADS": inference_threads, "ENABLE_CPU_PINNING": False})
             log.info("OpenVINO uses %d CPU threads in this process (INFERENCE_NUM_THREADS)", inference_threads)
         self.cache_dir = cache_dir
         """OpenVINO's compiled-model cache for the models OVMS caches (`--cache_dir`); None: off."""

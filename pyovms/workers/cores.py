@@ -1,11 +1,13 @@
 """The cores this process may use (CPU affinity, cgroup CPU quota), for `--grpc_workers auto`, and each worker's
-share of them for OpenVINO's threads."""
+share of them: the cores it is pinned to and its OpenVINO threads."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -22,6 +24,21 @@ def inference_threads(workers: int) -> int | None:
     """OpenVINO's CPU threads for each of `workers` processes: their share of the available cores; None (OpenVINO's
     own choice: every core) for a single process."""
     return max(1, available_cores() // workers) if workers > 1 else None
+
+
+def core_shares(workers: int, cores: Collection[int] | None = None) -> list[list[int]]:
+    """Split `cores` (default: this process's CPU affinity) into `workers` disjoint groups of consecutive cores, as
+    even as the count allows (the first groups take one more). More workers than cores: cores are reused."""
+    ordered = sorted(os.sched_getaffinity(0) if cores is None else cores)
+    if workers >= len(ordered):
+        return [[ordered[i % len(ordered)]] for i in range(workers)]
+    size, extra = divmod(len(ordered), workers)
+    shares, start = [], 0
+    for index in range(workers):
+        end = start + size + (index < extra)
+        shares.append(ordered[start:end])
+        start = end
+    return shares
 
 
 def cpu_max_cores(text: str) -> float | None:
@@ -69,3 +86,23 @@ def _read(parse: Callable[..., float | None], *files: Path) -> float | None:
         return parse(*(f.read_text() for f in files))
     except (OSError, ValueError):
         return None
+
+
+def pin_event_loop(cores: list[int]) -> None:
+    """Pin the calling thread, a worker's event loop, to `cores` (Linux applies affinity per thread). Unpinned, two
+    workers' event loops were measured queued on one core while the other idled (docs/scaling.md). Every other
+    thread runs on every core: gRPC's were started before; threads started later (model loads, which start
+    OpenVINO's, image decoding, user code) reset their affinity when they begin, so that a worker serving every
+    connection still uses every core; OpenVINO, asked before the pin, keeps counting every core, so that a model's own
+    `INFERENCE_NUM_THREADS` is not capped by the loop's share."""
+    import openvino as ov  # here only: the supervisor, which imports this module, never loads OpenVINO
+
+    ov.Core().get_property("CPU", "FULL_DEVICE_NAME")  # OpenVINO reads the cores it may use once, at its first call
+    everywhere = os.sched_getaffinity(0)
+
+    def run_anywhere(*_: object) -> None:  # the first profiling event of a new thread; then profiling is off again
+        sys.setprofile(None)
+        os.sched_setaffinity(0, everywhere)
+
+    threading.setprofile(run_anywhere)
+    os.sched_setaffinity(0, cores)

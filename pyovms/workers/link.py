@@ -15,10 +15,19 @@ CHANNEL_FD_ENV = "PYOVMS_SUPERVISOR_FD"
 """Set in a worker's environment to its end of a socket pair with the supervisor."""
 WORKER_ENV = "PYOVMS_GRPC_WORKER"
 """Set in a worker's environment to its index; a worker never starts workers of its own."""
+CORES_ENV = "PYOVMS_WORKER_CORES"
+"""Set in a worker's environment to the cores its event loop is pinned to (comma-separated), unless
+`--worker_affinity none`."""
 
 
 def is_worker() -> bool:
     return WORKER_ENV in os.environ
+
+
+def worker_cores() -> list[int] | None:
+    """The cores this worker's event loop belongs on; None: anywhere (not a worker, or `--worker_affinity none`)."""
+    value = os.environ.get(CORES_ENV)
+    return [int(core) for core in value.split(",")] if value else None
 
 
 Apply = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]

@@ -22,7 +22,8 @@ from typing import Any
 from ..observability.metrics import merge_expositions
 from ..observability.statistics import InferStatistics
 from ..settings import Settings
-from .link import CHANNEL_FD_ENV, WORKER_ENV
+from .cores import core_shares
+from .link import CHANNEL_FD_ENV, CORES_ENV, WORKER_ENV
 
 log = logging.getLogger("pyovms.workers")
 
@@ -206,10 +207,13 @@ def _sum_statistics(snapshots: list[list[list[Any]]]) -> list[list[Any]]:
     return [[name, version, statistics.as_dict()] for (name, version), statistics in totals.items()]
 
 
-def _start_worker(index: int, argv: list[str]) -> _Worker:
+def _start_worker(index: int, argv: list[str], cores: list[int] | None) -> _Worker:
+    """Worker `index` running `argv`; its event loop pins itself to `cores` (None: wherever Linux places it)."""
     channel, theirs = socket.socketpair()
     channel.setblocking(False)
     env = dict(os.environ, **{WORKER_ENV: str(index), CHANNEL_FD_ENV: str(theirs.fileno())})
+    if cores is not None:
+        env[CORES_ENV] = ",".join(map(str, cores))
     try:
         command = [sys.executable, "-m", "pyovms", *argv]
         process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent, pass_fds=(theirs.fileno(),))
@@ -222,6 +226,10 @@ def supervise(settings: Settings, argv: list[str]) -> int:
     """Start `settings.grpc_workers` workers running `argv`; relay their control calls; restart one that dies after
     it was ready, until a signal, a worker's failure before it was ready, or too many deaths; exit status."""
     _prepare(settings)
+    shares: list[list[int] | None] = [None] * settings.grpc_workers
+    if settings.worker_affinity:
+        shares = [*core_shares(settings.grpc_workers)]
+        log.info("gRPC workers' event loops pinned to cores %s", " | ".join(",".join(map(str, s)) for s in shares if s))
     stopping = False
     workers: list[_Worker] = []
     control = _ControlPlane(workers)
@@ -244,7 +252,7 @@ def supervise(settings: Settings, argv: list[str]) -> int:
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        workers.extend(_start_worker(index, argv) for index in range(settings.grpc_workers))
+        workers.extend(_start_worker(index, argv, shares[index]) for index in range(settings.grpc_workers))
         log.info("Started %d gRPC workers: pids %s", len(workers), " ".join(str(w.process.pid) for w in workers))
         while not stopping:
             for slot, worker in enumerate(workers):
@@ -269,7 +277,7 @@ def supervise(settings: Settings, argv: list[str]) -> int:
                     stop_all()
                     return exit_status(status) or 1
                 worker.channel.close()
-                workers[slot] = replacement = _start_worker(worker.index, argv)
+                workers[slot] = replacement = _start_worker(worker.index, argv, shares[worker.index])
                 log.warning(
                     "gRPC worker %d %s; started gRPC worker %d in its place (restart %d of at most %d in %.0f s)",
                     pid, ended, replacement.process.pid, len(deaths), MAX_RESTARTS, RESTART_WINDOW_S,

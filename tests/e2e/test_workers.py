@@ -191,6 +191,53 @@ def test_each_worker_gives_openvino_its_share_of_the_cores(tmp_path):
         process.stop()
 
 
+def _allowed_cores(pid: int, tid: int) -> set[int]:
+    """A thread's CPU affinity, as the kernel reports it (/proc; "0-1,4")."""
+    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    listed = re.search(r"^Cpus_allowed_list:\s*(\S+)$", status, re.MULTILINE).group(1)
+    cores: set[int] = set()
+    for part in listed.split(","):
+        first, _, last = part.partition("-")
+        cores.update(range(int(first), int(last or first) + 1))
+    return cores
+
+
+def test_each_workers_event_loop_runs_on_its_own_cores(two_workers):
+    """Pinned, two event loops can never queue on one core while the other idles. Every other thread (gRPC's,
+    OpenVINO's, the loaders') stays free, so a worker that gets every connection still uses every core. A
+    replacement takes its predecessor's cores."""
+    everything = os.sched_getaffinity(0)
+    pids = _worker_pids(two_workers.log())
+    shares = [_allowed_cores(pid, pid) for pid in pids]
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == everything, shares
+    assert "gRPC workers' event loops pinned to cores" in two_workers.log()
+    wait_for(lambda: two_workers.log().count(EVERY_READY) == 2)
+    _infer_over_new_connections(two_workers.address, 8)  # OpenVINO's threads exist once models ran
+    for pid in pids:
+        others = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid]
+        assert len(others) > 5 and {tid: _allowed_cores(pid, tid) for tid in others} == dict.fromkeys(
+            others, everything
+        )
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: re.search(REPLACED.format(dead=pids[0], n=1), two_workers.log()) is not None)
+    replacement = int(re.search(REPLACED.format(dead=pids[0], n=1), two_workers.log()).group(1))
+    wait_for(lambda: two_workers.log().count("Server ready") == 3)
+    assert _allowed_cores(replacement, replacement) == shares[0]
+
+
+def test_worker_affinity_none_leaves_the_placement_to_linux(tmp_path):
+    models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
+    args = ["--model_name", "dummy", "--model_path", str(tmp_path / "dummy"), "--grpc_workers", "2"]
+    process = ServerProcess([*args, "--worker_affinity", "none"], tmp_path / "log", wait_ready=False)
+    try:
+        wait_for(lambda: process.log().count("Server ready") == 2 or process.process.poll() is not None)
+        for pid in _worker_pids(process.log()):
+            assert _allowed_cores(pid, pid) == os.sched_getaffinity(0)
+        assert "pinned to cores" not in process.log()
+    finally:
+        process.stop()
+
+
 def test_a_single_process_leaves_openvino_every_core(tmp_path):
     models.build_dummy(tmp_path / "dummy" / "1" / "model.xml")
     process = ServerProcess(["--model_name", "dummy", "--model_path", str(tmp_path / "dummy")], tmp_path / "log")

@@ -1,4 +1,4 @@
-"""How many cores `--grpc_workers auto` counts, and each worker's share for OpenVINO (pyovms/workers/cores.py): CPU
+"""How many cores `--grpc_workers auto` counts, and each worker's share of them (pyovms/workers/cores.py): CPU
 affinity set on real processes, cgroup quotas read from cgroup-shaped files."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyovms.workers.cores import cfs_cores, cgroup_cpu_quota, cpu_max_cores
+from pyovms.workers.cores import cfs_cores, cgroup_cpu_quota, core_shares, cpu_max_cores
 
 PARSE = (
     "from pyovms.cli import parse_settings; "
@@ -65,3 +65,22 @@ def test_the_tightest_quota_on_the_cgroup_path_counts(tmp_path):
     _write(tmp_path / "none", "0::/elsewhere\n")
     assert cgroup_cpu_quota(tmp_path / "none", root) is None
     assert cgroup_cpu_quota(tmp_path / "missing", root) is None
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "shares"),
+    [
+        (2, {0, 1}, [[0], [1]]),
+        (3, set(range(8)), [[0, 1, 2], [3, 4, 5], [6, 7]]),
+        (2, {3, 9, 5, 7}, [[3, 5], [7, 9]]),  # sorted, consecutive in the affinity, not in numbering
+        (1, {0, 1, 2}, [[0, 1, 2]]),
+        (3, {0, 1}, [[0], [1], [0]]),  # more workers than cores (the Python API allows it): cores reused
+    ],
+)
+def test_core_shares_are_disjoint_and_even(workers, cores, shares):
+    assert core_shares(workers, cores) == shares
+
+
+def test_core_shares_default_to_this_process_affinity():
+    shares = core_shares(2)
+    assert sorted(core for share in shares for core in share) == sorted(os.sched_getaffinity(0))
