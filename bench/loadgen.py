@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import statistics
 import threading
@@ -15,6 +16,7 @@ import numpy as np
 import openvino as ov
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,45 @@ async def grpc_load(
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def grpc_stream_load(
+    address: str, body: bytes, in_flight: int, seconds: float, warmup: float = 1.0, streams: int = 1
+) -> Result:
+    """ModelStreamInfer on a model: `streams` streams, each keeping `in_flight` requests (`body`) unanswered; a
+    request's latency runs from its write to its response (a model stream answers in order)."""
+    from pyovms.generated import grpc_predict_v2_pb2 as pb
+
+    latencies: list[float] = []
+    options = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
+
+    async def one(channel: grpc.aio.Channel, record_from: float, stop_at: float) -> None:
+        call = channel.stream_stream(MODEL_STREAM_INFER)()
+        sent: collections.deque[float] = collections.deque()
+        for _ in range(in_flight):
+            sent.append(time.perf_counter())
+            await call.write(body)
+        first = True
+        while sent:
+            answer = await call.read()
+            now = time.perf_counter()
+            if first:  # one check per stream: an answer carrying an error would be counted as served
+                error = pb.ModelStreamInferResponse.FromString(answer).error_message
+                if error:
+                    raise RuntimeError(f"the stream answered an error: {error}")
+                first = False
+            start = sent.popleft()
+            if now >= record_from:
+                latencies.append(now - start)
+            if now < stop_at:
+                sent.append(time.perf_counter())
+                await call.write(body)
+        await call.done_writing()
+
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        began = time.perf_counter() + warmup
+        await asyncio.gather(*(one(channel, began, began + seconds) for _ in range(streams)))
+    return Result.from_latencies(latencies, time.perf_counter() - began)
 
 
 async def grpc_chain_load(

@@ -6,6 +6,7 @@ into `pyovms.tensors.messages` types, call these methods, and translate the answ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,7 @@ from .tensors.messages import (
     ModelMetadata,
     RepositoryEntry,
     ServerMetadata,
+    StreamError,
     VersionStatistics,
     VersionStatus,
 )
@@ -341,35 +343,79 @@ class Server:
 
     async def infer_stream(
         self, requests: AsyncIterator[InferRequest | ServingError]
-    ) -> AsyncIterator[InferResponse | ServingError]:
-        """Streaming inference on the graph the first request names (spec §6.3).
+    ) -> AsyncIterator[InferResponse | StreamError]:
+        """ModelStreamInfer: a stream whose first request names a graph runs that graph (spec §6.3); any other
+        stream answers each request as ModelInfer would, one response per request in their order (Triton's streams).
 
-        `requests` may hold a `ServingError` for a message that did not parse. Yields responses, and `ServingError`s
-        for requests answered in-stream; raises `ServingError` when the whole stream fails (the first request names
-        no available graph, or the graph fails)."""
-        requests = self._shared_memory_snapshots(requests)
+        `requests` may hold a `ServingError` for a message that did not parse. Yields responses, and `StreamError`s
+        for requests answered in-stream; raises `ServingError` when the whole stream fails (the first request does not
+        parse or names nothing served, or the graph fails)."""
         first = await anext(aiter(requests), None)
         if first is None:
             return
         if isinstance(first, ServingError):  # the first message did not parse
             raise first
         model = self.repository.lookup(first.model_name)
-        if model is None or model.kind != "graph":
-            what = "no servable" if model is None else f"a {model.kind}"
-            raise ServingError(
-                Status.MEDIAPIPE_DEFINITION_NAME_MISSING,
-                f"name: {first.model_name} is {what}; ModelStreamInfer serves graphs only",
-            )
+        if model is None:
+            raise ServingError(Status.MEDIAPIPE_DEFINITION_NAME_MISSING, f"name: {first.model_name} is no servable")
+        if model.kind != "graph":
+            async for answer in self._answer_each(_prepend(first, requests)):
+                yield answer
+            return
         entry = self.repository.find_version(first.model_name, first.model_version, zero_is_default=True)
         check_available(entry)
         graph = entry.servable
         assert graph is not None
         graph.statistics.in_flight += 1
         try:
-            async for item in graph.stream(first, requests):  # type: ignore[attr-defined]
-                yield item
+            async for item in graph.stream(first, self._shared_memory_snapshots(requests)):  # type: ignore[attr-defined]
+                yield StreamError(item) if isinstance(item, ServingError) else item
         finally:
             graph.statistics.in_flight -= 1
+
+    async def _answer_each(
+        self, requests: AsyncIterator[InferRequest | ServingError]
+    ) -> AsyncIterator[InferResponse | StreamError]:
+        """One answer per request, in the requests' order, while up to STREAM_IN_FLIGHT of them run at once."""
+        # Tasks in the requests' order; then None at the end of the requests, or the exception that ended them.
+        answers: asyncio.Queue[asyncio.Task[InferResponse | StreamError] | Exception | None] = asyncio.Queue(
+            STREAM_IN_FLIGHT
+        )
+        running: set[asyncio.Task[Any]] = set()
+
+        async def start_each() -> None:
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(self._answer_one(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    await answers.put(task)  # waits while STREAM_IN_FLIGHT answers are not yet sent
+            except Exception as exc:  # reading the client's requests failed
+                await answers.put(exc)
+            else:
+                await answers.put(None)
+
+        reader = asyncio.create_task(start_each())
+        try:
+            while (item := await answers.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield await item
+        finally:
+            reader.cancel()
+            for task in running:
+                task.cancel()
+
+    async def _answer_one(self, request: InferRequest | ServingError) -> InferResponse | StreamError:
+        if isinstance(request, ServingError):  # did not parse: no id to give back
+            return StreamError(request, "")
+        try:
+            return await self.infer(request)
+        except ServingError as exc:
+            return StreamError(exc, request.id)
+        except Exception:
+            log.exception("ModelStreamInfer: request %r to %s failed", request.id, request.model_name)
+            return StreamError(ServingError(Status.INTERNAL_ERROR), request.id)
 
     async def _shared_memory_snapshots(
         self, requests: AsyncIterator[InferRequest | ServingError]
@@ -391,6 +437,17 @@ class Server:
                 except ServingError as exc:
                     item = exc
             yield item
+
+
+STREAM_IN_FLIGHT = 16
+"""Requests of one model or pipeline stream that run at once; the next ones wait to be read (the client's flow
+control holds them)."""
+
+
+async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    yield first
+    async for item in rest:
+        yield item
 
 
 class Peers(Protocol):

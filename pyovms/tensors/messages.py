@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import ServingError
 from ..observability.statistics import InferStatistics
 from . import datatypes
 from .shapes import Shape
@@ -92,6 +93,15 @@ class InferResponse:
     id: str
     outputs: list[InferOutput]
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StreamError:
+    """A request of a stream answered with an error; the stream goes on. `request_id` is the request's id, given back
+    with the error as Triton does; None for a graph's in-stream errors, which OVMS sends alone."""
+
+    error: ServingError
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -370,13 +370,12 @@ def test_onnx_models(stub, name):
 # ---------------------------------------------------------------------------------------------- ModelStreamInfer
 
 
-def test_stream_infer_on_model_ends_with_not_found(stub):
-    """Streaming serves graphs only (tests/e2e/test_streaming.py): a model or unknown name ends the call."""
-    for name in ("dummy", "no_such_model"):
-        with pytest.raises(grpc.RpcError) as info:
-            list(stub.ModelStreamInfer(iter([_request(name, {"b": _x(1, 10)})]), timeout=10))
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
-        assert info.value.details().startswith("Mediapipe graph definition with requested name is not found - ")
+def test_stream_infer_on_an_unknown_name_ends_with_not_found(stub):
+    """Streams on models are tests/e2e/test_model_streams.py's; an unknown first name ends the call, as in OVMS."""
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.ModelStreamInfer(iter([_request("no_such_model", {"b": _x(1, 10)})]), timeout=10))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info.value.details().startswith("Mediapipe graph definition with requested name is not found - ")
 
 
 def test_stream_infer_empty_stream(stub):

@@ -137,20 +137,26 @@ def test_bad_first_request_is_answered_in_stream(server):
     assert list(stream.call) == []
 
 
-@pytest.mark.parametrize(
-    ("model", "message"),
-    [
-        ("nope", "Mediapipe graph definition with requested name is not found - name: nope is no servable; "
-         "ModelStreamInfer serves graphs only"),
-        ("dummy", "Mediapipe graph definition with requested name is not found - name: dummy is a model; "
-         "ModelStreamInfer serves graphs only"),
-    ],
-)  # fmt: skip
-def test_stream_on_something_else_than_a_graph_ends_with_not_found(server, model, message):
+def test_stream_on_an_unknown_name_ends_with_not_found(server):
+    """Streams on models and pipelines are tests/e2e/test_model_streams.py's."""
     with pytest.raises(grpc.RpcError) as info:
-        list(server.stub.ModelStreamInfer(iter([_request(model, [b"x"])]), timeout=10))
+        list(server.stub.ModelStreamInfer(iter([_request("nope", [b"x"])]), timeout=10))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    assert info.value.details() == message
+    assert (
+        info.value.details()
+        == "Mediapipe graph definition with requested name is not found - name: nope is no servable"
+    )
+
+
+def test_a_graph_named_later_in_a_model_stream_is_answered_as_model_infer_would(server):
+    """A stream is a graph's when its first request names one; in any other stream a graph answers each request on
+    its own, as ModelInfer."""
+    dummy = _request("dummy", None)
+    dummy.inputs.add(name="b", datatype="FP32", shape=[1, 10]).contents.fp32_contents.extend(range(10))
+    responses = list(server.stub.ModelStreamInfer(iter([dummy, _request("upper", [b"one"])]), timeout=30))
+    assert [r.error_message for r in responses] == ["", ""]
+    assert list(responses[0].infer_response.outputs[0].shape) == [1, 10]
+    assert _words(responses[1])[0] == b"ONE"
 
 
 def test_stream_on_a_graph_that_did_not_load(server):

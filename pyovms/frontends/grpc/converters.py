@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...errors import ServingError
 from ...generated import grpc_predict_v2_pb2 as pb
 from ...observability.statistics import Duration
 from ...tensors import datatypes
@@ -21,6 +20,7 @@ from ...tensors.messages import (
     ModelMetadata,
     RepositoryEntry,
     ServerMetadata,
+    StreamError,
     TensorSpec,
     VersionStatistics,
 )
@@ -99,9 +99,14 @@ def infer_response_to_pb(response: InferResponse) -> pb.ModelInferResponse:
     return message
 
 
-def stream_item_to_pb(item: InferResponse | ServingError) -> pb.ModelStreamInferResponse:
-    if isinstance(item, ServingError):
-        return pb.ModelStreamInferResponse(error_message=item.message)
+def stream_item_to_pb(item: InferResponse | StreamError) -> pb.ModelStreamInferResponse:
+    """A response, or an in-stream error: its message, with the request's id when it has one (as Triton sends it)."""
+    if isinstance(item, StreamError):
+        if item.request_id is None:
+            return pb.ModelStreamInferResponse(error_message=item.error.message)
+        return pb.ModelStreamInferResponse(
+            error_message=item.error.message, infer_response=pb.ModelInferResponse(id=item.request_id)
+        )
     return pb.ModelStreamInferResponse(infer_response=infer_response_to_pb(item))
 
 

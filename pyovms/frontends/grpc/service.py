@@ -220,8 +220,9 @@ class InferenceService:
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Message]:
-        """Graph streaming: responses and in-stream errors (`error_message`) as they come; a failure of the whole
-        stream ends the call with its status."""
+        """Streams on graphs (responses as the graph produces them) and on models and pipelines (one response per
+        request, in order): responses and in-stream errors (`error_message`); a failure of the whole stream ends the
+        call with its status."""
 
         async def parsed() -> AsyncIterator[Any]:
             async for data in requests:
