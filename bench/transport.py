@@ -1,0 +1,159 @@
+"""How close pyovms comes to the transport's own limit on the tiny model, run by hand; prints a markdown table.
+
+  python -m bench.transport [--seconds 5] [--repeat 2] [--mlserver]
+
+Each round starts each server once and measures it, interleaved so the machine's drifts fall on all alike:
+- echo: a bare grpc.aio server (uvloop) whose ModelInfer answers the request's own bytes: the ceiling of a Python
+  gRPC server, with no parsing at all;
+- pyovms unary: ModelInfer on `dummy`, h2load with 8 in flight over 4 connections;
+- pyovms stream (h2load): ModelStreamInfer, each HTTP/2 stream carrying 64 requests sent at once (the server runs up
+  to 16 of a stream at a time), one stream at a time over one connection;
+- pyovms stream (grpc.aio): one ModelStreamInfer call keeping 8 requests unanswered (bench/loadgen.py);
+- MLServer unary (`--mlserver`; its virtual environment is made on first use, bench/servers.py): as pyovms unary.
+
+Reported: requests (inferences) per second and the server's CPU time per request (user + system of its process over
+the measured run, from /proc). Client and server share the machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from .h2load import _run
+from .loadgen import MODEL_INFER, MODEL_STREAM_INFER, Result, grpc_stream_load
+from .models import write_repository
+from .run import request_body
+from .servers import default_peer_dir, ensure_venv, free_port, start_mlserver, start_pyovms
+from .shm import cpu_seconds
+
+MESSAGES_PER_STREAM = 64
+HEADERS = ["content-type: application/grpc", "te: trailers"]
+
+
+def _framed(body: bytes, count: int = 1) -> bytes:
+    return (b"\x00" + struct.pack(">I", len(body)) + body) * count
+
+
+def _echo_server(port: int, ready: multiprocessing.synchronize.Event) -> None:
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(echo)
+        server.add_registered_method_handlers("inference.GRPCInferenceService", {"ModelInfer": handler})
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        ready.set()
+        await server.wait_for_termination()
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve())
+
+
+def _measured(pid: int, drive: Callable[[float], Result], seconds: float) -> tuple[float, float]:
+    """req/s and server CPU ms per request of one run of `drive`, after a warm-up run."""
+    drive(1.0)
+    before = cpu_seconds(pid)
+    result = drive(seconds)
+    return result.rps, (cpu_seconds(pid) - before) / result.count * 1e3
+
+
+def _unary(address: str, body: bytes) -> Callable[[float], Result]:
+    url = f"http://{address}{MODEL_INFER}"
+    return lambda seconds: _run(url, _framed(body), HEADERS, ["-t", "1", "-c", "4", "-m", "2"], seconds, 0)
+
+
+def _h2load_stream(address: str, body: bytes) -> Callable[[float], Result]:
+    url = f"http://{address}{MODEL_STREAM_INFER}"
+    framed = _framed(body, MESSAGES_PER_STREAM)
+
+    def drive(seconds: float) -> Result:
+        result = _run(url, framed, HEADERS, ["-t", "1", "-c", "1", "-m", "1"], seconds, 0)
+        count = result.count * MESSAGES_PER_STREAM
+        return Result(result.rps * MESSAGES_PER_STREAM, result.p50, result.p90, result.p99, count)
+
+    return drive
+
+
+def _aio_stream(address: str, body: bytes) -> Callable[[float], Result]:
+    return lambda seconds: asyncio.run(grpc_stream_load(address, body, 8, seconds, warmup=0))
+
+
+def measure_round(config: Path, body: bytes, seconds: float, mlserver: Path | None) -> dict[str, tuple[float, float]]:
+    rows: dict[str, tuple[float, float]] = {}
+    port = free_port()
+    ready = multiprocessing.get_context("spawn").Event()
+    echo = multiprocessing.get_context("spawn").Process(target=_echo_server, args=(port, ready))
+    echo.start()
+    try:
+        ready.wait(60)
+        rows["echo (bare grpc.aio), unary"] = _measured(echo.pid, _unary(f"127.0.0.1:{port}", body), seconds)
+    finally:
+        echo.terminate()
+        echo.join(30)
+    peer = start_pyovms(config, ["dummy"], [])
+    try:
+        pid = peer.process.pid
+        rows["pyovms unary"] = _measured(pid, _unary(peer.address, body), seconds)
+        rows["pyovms stream (h2load, 64 per stream)"] = _measured(pid, _h2load_stream(peer.address, body), seconds)
+        rows["pyovms stream (grpc.aio, 8 in flight)"] = _measured(pid, _aio_stream(peer.address, body), seconds)
+    finally:
+        peer.stop()
+    if mlserver is not None:
+        with tempfile.TemporaryDirectory() as work:
+            peer = start_mlserver(mlserver, Path(work), "dummy", config.parent / "dummy" / "1" / "model.xml")
+            try:
+                rows["MLServer unary"] = _measured(peer.process.pid, _unary(peer.address, body), seconds)
+            finally:
+                peer.stop()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--mlserver", action="store_true", help="also MLServer (a virtual environment on first use)")
+    args = parser.parse_args(argv)
+    if subprocess.run(["h2load", "--version"], capture_output=True, check=False).returncode != 0:
+        print("h2load is needed (Debian package nghttp2-client)", file=sys.stderr)
+        return 1
+    mlserver = ensure_venv("mlserver", default_peer_dir()) if args.mlserver else None
+    body = request_body("dummy", "b", np.arange(10, dtype=np.float32).reshape(1, 10))
+    runs: dict[str, list[tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_repository(Path(tmp))
+        for _ in range(args.repeat):
+            for name, row in measure_round(config, body, args.seconds, mlserver).items():
+                runs.setdefault(name, []).append(row)
+    echo_rps = statistics.median(rps for rps, _ in runs["echo (bare grpc.aio), unary"])
+    print("| server | req/s (median) | runs | server CPU ms/request | share of echo's req/s |")
+    print("|---|---|---|---|---|")
+    for name, rows in runs.items():
+        rps = statistics.median(r for r, _ in rows)
+        cpu = statistics.median(c for _, c in rows)
+        each = ", ".join(f"{r:.0f}" for r, _ in rows)
+        print(f"| {name} | {rps:.0f} | {each} | {cpu:.3f} | {100 * rps / echo_rps:.0f} % |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
