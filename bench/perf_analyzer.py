@@ -1,6 +1,7 @@
 """Drive pyovms with Triton's perf_analyzer, the ecosystem's standard benchmark, over gRPC; prints a markdown table.
 
   python -m bench.perf_analyzer [--model dummy|heavy] [--concurrency 1 8 64] [--seconds 5] [--shared-memory system]
+                                [--streaming]
 
 perf_analyzer reads the model through ModelMetadata and ModelConfig and, because pyovms lists the `statistics`
 extension, reports the server-side split (queue, compute input/infer/output) from ModelStatistics.
@@ -48,16 +49,22 @@ def _environment() -> dict[str, str]:
 
 
 def run(
-    address: str, model: str, concurrency: int, seconds: float, workdir: Path, shared_memory: str = "none"
+    address: str,
+    model: str,
+    concurrency: int,
+    seconds: float,
+    workdir: Path,
+    shared_memory: str = "none",
+    streaming: bool = False,
 ) -> dict[str, str]:
     """One perf_analyzer measurement at `concurrency` (tensors in system shared memory with `shared_memory`
-    "system"); its CSV row."""
+    "system"; over ModelStreamInfer with `streaming`); its CSV row."""
     binary = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
     report = workdir / f"{model}-{concurrency}.csv"
     command = [
         binary, "-m", model, "-u", address, "-i", "grpc", "--concurrency-range", f"{concurrency}:{concurrency}",
         "--measurement-interval", str(int(seconds * 1000)), "-f", str(report), "--shared-memory", shared_memory,
-        "--output-shared-memory-size", str(OUTPUT_SHARED_MEMORY_BYTES),
+        "--output-shared-memory-size", str(OUTPUT_SHARED_MEMORY_BYTES), *(["--streaming"] if streaming else []),
     ]  # fmt: skip
     subprocess.run(command, check=True, env=_environment(), stdout=subprocess.DEVNULL)
     with report.open() as file:
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "--shared-memory", choices=["none", "system"], default="none",
         help="system: perf_analyzer's inputs and outputs in system shared memory (the server gets --allow_client_shm)",
     )  # fmt: skip
+    parser.add_argument("--streaming", action="store_true", help="requests over ModelStreamInfer streams")
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="pyovms-pa-"))
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| model | concurrency | " + " | ".join(COLUMNS) + " |")
         print("|---" * (len(COLUMNS) + 2) + "|")
         for concurrency in args.concurrency:
-            row = run(server.address, args.model, concurrency, args.seconds, root, args.shared_memory)
+            row = run(server.address, args.model, concurrency, args.seconds, root, args.shared_memory, args.streaming)
             values = [row[COLUMNS["req/s"]]] + [f"{int(row[c]) / 1000:.3f}" for c in list(COLUMNS.values())[1:]]
             print(f"| {args.model} | {concurrency} | " + " | ".join(values) + " |", flush=True)
     finally:
