@@ -37,6 +37,7 @@ from .models import write_repository
 from .run import request_body
 from .servers import default_peer_dir, ensure_venv, free_port, start_mlserver, start_pyovms
 from .shm import cpu_seconds
+from .worker_designs import _use_uvloop
 
 MESSAGES_PER_STREAM = 64
 HEADERS = ["content-type: application/grpc", "te: trailers"]
@@ -59,12 +60,7 @@ def _echo_server(port: int, ready: multiprocessing.synchronize.Event) -> None:
         ready.set()
         await server.wait_for_termination()
 
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    _use_uvloop()
     asyncio.run(serve())
 
 

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker_affinity",
         choices=("cores", "none"),
         default="cores",
-        help="with several gRPC workers, pin each one to its own share of the cores (cores) or let Linux place them",
+        help="with several gRPC workers, pin each one's event loop to its own share of the cores (cores) or not (none)",
     )
     server.add_argument("--grpc_max_threads", type=_uint)
     server.add_argument("--grpc_memory_quota", type=_uint)

@@ -28,7 +28,8 @@ class Settings:
     rest_bind_address: list[str] = field(default_factory=lambda: ["0.0.0.0"])
     grpc_workers: int = 1
     worker_affinity: bool = True
-    """With several `--grpc_workers`, pin each worker to its own share of the cores (`--worker_affinity none`: not)."""
+    """With several `--grpc_workers`, pin each worker's event loop to its own share of the cores (`--worker_affinity
+    none`: not)."""
     inference_threads: int | None = None
     """OpenVINO's CPU threads in this process (INFERENCE_NUM_THREADS of every model whose plugin_config does not set
     it); None: OpenVINO's default, every core. The command sets each `--grpc_workers` process's share of the cores."""
