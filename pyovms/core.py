@@ -358,17 +358,21 @@ class Server:
         model = self.repository.lookup(first.model_name)
         if model is None:
             raise ServingError(Status.MEDIAPIPE_DEFINITION_NAME_MISSING, f"name: {first.model_name} is no servable")
-        if model.kind != "graph":
+        if model.kind != "graph":  # each request is ModelInfer's, shared memory included
             async for answer in self._answer_each(_prepend(first, requests)):
                 yield answer
             return
+        requests = self._shared_memory_snapshots(_prepend(first, requests))
+        first = await anext(requests)
+        if isinstance(first, ServingError):  # its regions could not be read
+            raise first
         entry = self.repository.find_version(first.model_name, first.model_version, zero_is_default=True)
         check_available(entry)
         graph = entry.servable
         assert graph is not None
         graph.statistics.in_flight += 1
         try:
-            async for item in graph.stream(first, self._shared_memory_snapshots(requests)):  # type: ignore[attr-defined]
+            async for item in graph.stream(first, requests):  # type: ignore[attr-defined]
                 yield StreamError(item) if isinstance(item, ServingError) else item
         finally:
             graph.statistics.in_flight -= 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
 from pathlib import Path
 
@@ -491,3 +492,40 @@ def test_the_byte_limit_in_process(tmp_path):
         registry.unregister()
         path.unlink()
     assert registry.mapped == 0
+
+
+def test_streams_read_inputs_from_regions(server):
+    """ModelStreamInfer with inputs in a region: a graph stream, its first request included (the graph keeps its
+    packets, so the server reads the region when the request arrives), and a model stream (ModelInfer's rules, outputs
+    in regions too)."""
+    client = grpcclient.InferenceServerClient(server.address)
+    regions = Regions(client)
+    answers: queue.Queue = queue.Queue()
+    try:
+        shm.set_shared_memory_region(regions.create("stream_x", X.nbytes), [X])
+        out = regions.create("stream_y", X.nbytes)
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        try:
+            for _ in range(2):
+                client.async_stream_infer("double_then_dummy", [_input(grpcclient, "x", X, region="stream_x")])
+            received = [answers.get(timeout=30) for _ in range(2)]
+        finally:
+            client.stop_stream()
+        assert [error for _, error in received] == [None, None]
+        for result, _ in received:
+            np.testing.assert_array_equal(result.as_numpy("y"), X * 2 + 1)
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        try:
+            client.async_stream_infer(
+                "dummy",
+                [_input(grpcclient, "b", X, region="stream_x")],
+                outputs=[_output(grpcclient, "a", "stream_y", 40)],
+            )
+            result, error = answers.get(timeout=30)
+        finally:
+            client.stop_stream()
+        assert error is None, error
+        np.testing.assert_array_equal(shm.get_contents_as_numpy(out, np.float32, [1, 10]), X + 1)
+    finally:
+        regions.close()
+        client.close()
