@@ -40,15 +40,22 @@ def h2load_run(
     warmup: float = 1.0,
     connections: int = 1,
     threads: int = 1,
+    method: str = MODEL_INFER,
+    messages: int = 1,
 ) -> Result:
-    """gRPC ModelInfer: req/s and latency percentiles of `concurrency` streams over `connections` connections,
-    driven by `threads` client threads."""
+    """gRPC `method` (ModelInfer by default): req/s and latency percentiles of `concurrency` streams over
+    `connections` connections, driven by `threads` client threads. Each HTTP/2 stream carries `messages` copies of
+    `body` sent at once (more than one: a ModelStreamInfer stream), and counts, in req/s and count, as that many
+    requests; its latency is the whole stream's."""
     connections = min(connections, concurrency)
     check_answer(address, body)
-    framed = b"\x00" + struct.pack(">I", len(body)) + body  # gRPC length-prefixed message
+    framed = (b"\x00" + struct.pack(">I", len(body)) + body) * messages  # gRPC length-prefixed messages
     headers = ["content-type: application/grpc", "te: trailers"]
     options = ["-t", str(min(threads, connections)), "-c", str(connections), "-m", str(concurrency // connections)]
-    return _run(f"http://{address}{MODEL_INFER}", framed, headers, options, seconds, warmup)
+    result = _run(f"http://{address}{method}", framed, headers, options, seconds, warmup)
+    if messages == 1:
+        return result
+    return Result(result.rps * messages, result.p50, result.p90, result.p99, result.count * messages)
 
 
 def h2load_rest(

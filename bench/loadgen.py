@@ -15,6 +15,8 @@ import grpc
 import numpy as np
 import openvino as ov
 
+from pyovms.generated import grpc_predict_v2_pb2 as pb
+
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 
@@ -97,8 +99,6 @@ async def grpc_stream_load(
 ) -> Result:
     """ModelStreamInfer on a model: `streams` streams, each keeping `in_flight` requests (`body`) unanswered; a
     request's latency runs from its write to its response (a model stream answers in order)."""
-    from pyovms.generated import grpc_predict_v2_pb2 as pb
-
     latencies: list[float] = []
     options = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
 

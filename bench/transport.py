@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import multiprocessing
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -31,20 +30,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from .h2load import _run
-from .loadgen import MODEL_INFER, MODEL_STREAM_INFER, Result, grpc_stream_load
+from .h2load import h2load_run
+from .loadgen import MODEL_STREAM_INFER, Result, grpc_stream_load
 from .models import write_repository
 from .run import request_body
 from .servers import default_peer_dir, ensure_venv, free_port, start_mlserver, start_pyovms
 from .shm import cpu_seconds
-from .worker_designs import _use_uvloop
+from .worker_designs import use_uvloop
 
 MESSAGES_PER_STREAM = 64
-HEADERS = ["content-type: application/grpc", "te: trailers"]
-
-
-def _framed(body: bytes, count: int = 1) -> bytes:
-    return (b"\x00" + struct.pack(">I", len(body)) + body) * count
 
 
 def _echo_server(port: int, ready: multiprocessing.synchronize.Event) -> None:
@@ -60,7 +54,7 @@ def _echo_server(port: int, ready: multiprocessing.synchronize.Event) -> None:
         ready.set()
         await server.wait_for_termination()
 
-    _use_uvloop()
+    use_uvloop()
     asyncio.run(serve())
 
 
@@ -73,20 +67,13 @@ def _measured(pid: int, drive: Callable[[float], Result], seconds: float) -> tup
 
 
 def _unary(address: str, body: bytes) -> Callable[[float], Result]:
-    url = f"http://{address}{MODEL_INFER}"
-    return lambda seconds: _run(url, _framed(body), HEADERS, ["-t", "1", "-c", "4", "-m", "2"], seconds, 0)
+    return lambda seconds: h2load_run(address, body, 8, seconds, 0, connections=4)
 
 
 def _h2load_stream(address: str, body: bytes) -> Callable[[float], Result]:
-    url = f"http://{address}{MODEL_STREAM_INFER}"
-    framed = _framed(body, MESSAGES_PER_STREAM)
-
-    def drive(seconds: float) -> Result:
-        result = _run(url, framed, HEADERS, ["-t", "1", "-c", "1", "-m", "1"], seconds, 0)
-        count = result.count * MESSAGES_PER_STREAM
-        return Result(result.rps * MESSAGES_PER_STREAM, result.p50, result.p90, result.p99, count)
-
-    return drive
+    return lambda seconds: h2load_run(
+        address, body, 1, seconds, 0, method=MODEL_STREAM_INFER, messages=MESSAGES_PER_STREAM
+    )
 
 
 def _aio_stream(address: str, body: bytes) -> Callable[[float], Result]:

@@ -143,7 +143,7 @@ def _front_only(port: int, ready: multiprocessing.synchronize.Event, stop: multi
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
         await server.stop(0)
 
-    _use_uvloop()
+    use_uvloop()
     asyncio.run(serve())
 
 
@@ -166,7 +166,8 @@ def front_alone(seconds: float) -> dict[str, float]:
         process.join(30)
 
 
-def _use_uvloop() -> None:
+def use_uvloop() -> None:
+    """Run asyncio on uvloop when installed, as pyovms does by default."""
     try:
         import uvloop
 
@@ -205,7 +206,7 @@ def _engine(path: str, block_name: str, ready: multiprocessing.synchronize.Event
         async with server:
             await server.serve_forever()
 
-    _use_uvloop()
+    use_uvloop()
     asyncio.run(serve())
 
 
@@ -273,7 +274,7 @@ def hop(payload: bytes, shm: bool, seconds: float) -> dict[str, float]:
         engine.start()
         try:
             ready.wait(30)
-            _use_uvloop()
+            use_uvloop()
             return asyncio.run(_front(path, block, payload, shm, seconds))
         finally:
             engine.terminate()

@@ -50,11 +50,17 @@ def _client(job: tuple[str, str, float]) -> Result:
     )
 
 
+def _load(model: str, workers: int, client: str) -> tuple[int, int]:
+    """Connections and requests in flight of the load for `workers` (h2load needs a request per connection)."""
+    in_flight = workers * IN_FLIGHT[model]
+    connections = workers * CONNECTIONS_PER_CLIENT
+    return (min(connections, in_flight) if client == "h2load" else connections), in_flight
+
+
 def _drive(address: str, model: str, workers: int, seconds: float, client: str) -> tuple[float, float, float, int]:
     """req/s, p50, p99 and requests counted of one load that scales with `workers`."""
     if client == "h2load":
-        in_flight = workers * IN_FLIGHT[model]
-        connections = min(workers * CONNECTIONS_PER_CLIENT, in_flight)
+        connections, in_flight = _load(model, workers, client)
         result = h2load_run(address, _body(model), in_flight, seconds, 0, connections, threads=workers)
         return result.rps, result.p50, result.p99, result.count
     with multiprocessing.get_context("spawn").Pool(workers) as clients:
@@ -72,13 +78,10 @@ def measure(config: Path, workers: int, model: str, seconds: float, client: str,
         before = [cpu_seconds(pid) for pid in pids]
         rps, p50, p99, count = _drive(peer.address, model, workers, seconds, client)
         spent = [cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
-        servers = pids[1:] if workers > 1 else pids
-        split = "/".join(f"{100 * c / sum(spent[-len(servers) :]):.0f}" for c in spent[-len(servers) :])
-        memory = statistics.mean(private_mb(pid) for pid in servers)
-        connections = workers * CONNECTIONS_PER_CLIENT
-        in_flight = workers * IN_FLIGHT[model]
-        if client == "h2load":
-            connections = min(connections, in_flight)
+        first = 1 if workers > 1 else 0  # the supervisor, when there is one, comes first
+        split = "/".join(f"{100 * c / sum(spent[first:]):.0f}" for c in spent[first:])
+        memory = statistics.mean(private_mb(pid) for pid in pids[first:])
+        connections, in_flight = _load(model, workers, client)
         return (
             f"| {model} | {workers} | {connections} | {in_flight} | {rps:.0f} | {p50:.2f} | {p99:.2f} | "
             f"{sum(spent) / count * 1e3:.3f} | {split} | {memory:.0f} |"
