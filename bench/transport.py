@@ -5,6 +5,8 @@
 Each round starts each server once and measures it, interleaved so the machine's drifts fall on all alike:
 - echo: a bare grpc.aio server (uvloop) whose ModelInfer answers the request's own bytes: the ceiling of a Python
   gRPC server, with no parsing at all;
+- the same bare server parsing the request, then also running the model inline with OpenVINO (no validation, no
+  statistics): the rungs between the echo and pyovms, which show where pyovms's cost per request goes;
 - pyovms unary: ModelInfer on `dummy`, h2load with 8 in flight over 4 connections;
 - pyovms stream (h2load): ModelStreamInfer, each HTTP/2 stream carrying 64 requests sent at once (the server runs up
   to 16 of a stream at a time), one stream at a time over one connection;
@@ -29,6 +31,9 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import openvino as ov
+
+from pyovms.generated import grpc_predict_v2_pb2 as pb
 
 from .h2load import h2load_run
 from .loadgen import MODEL_STREAM_INFER, Result, grpc_stream_load
@@ -39,15 +44,41 @@ from .shm import cpu_seconds
 from .worker_designs import use_uvloop
 
 MESSAGES_PER_STREAM = 64
+BARE_SERVERS = {
+    "echo": "echo (bare grpc.aio), unary",
+    "parse": "bare grpc.aio + parsing the request",
+    "openvino": "bare grpc.aio + parsing + OpenVINO inline",
+}
+"""The bare servers' kinds of work, and their rows."""
 
 
-def _echo_server(port: int, ready: multiprocessing.synchronize.Event) -> None:
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return request
+def _bare_server(port: int, ready: multiprocessing.synchronize.Event, work: str, model_xml: str) -> None:
+    """A bare grpc.aio ModelInfer doing `work` per call: "echo" answers the request's bytes; "parse" parses the
+    ModelInferRequest and answers a fixed response; "openvino" also runs the model inline on its input (copied into
+    the infer request's tensor, as pyovms does) and answers its output: the rungs between the echo and pyovms."""
+    reply = pb.ModelInferResponse(model_name="dummy").SerializeToString()
+    request = None
+    if work == "openvino":
+        request = ov.Core().compile_model(model_xml, "CPU").create_infer_request()
+
+    async def echo(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return data
+
+    async def parse(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        pb.ModelInferRequest.FromString(data)
+        return reply
+
+    async def infer(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        message = pb.ModelInferRequest.FromString(data)
+        request.get_input_tensor(0).data[...] = np.frombuffer(message.raw_input_contents[0], np.float32).reshape(1, 10)
+        request.infer(share_outputs=True)
+        answer = pb.ModelInferResponse(model_name="dummy")
+        answer.raw_output_contents.append(request.get_output_tensor(0).data.tobytes())
+        return answer.SerializeToString()
 
     async def serve() -> None:
         server = grpc.aio.server()
-        handler = grpc.unary_unary_rpc_method_handler(echo)
+        handler = grpc.unary_unary_rpc_method_handler({"echo": echo, "parse": parse, "openvino": infer}[work])
         server.add_registered_method_handlers("inference.GRPCInferenceService", {"ModelInfer": handler})
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
@@ -82,16 +113,19 @@ def _aio_stream(address: str, body: bytes) -> Callable[[float], Result]:
 
 def measure_round(config: Path, body: bytes, seconds: float, mlserver: Path | None) -> dict[str, tuple[float, float]]:
     rows: dict[str, tuple[float, float]] = {}
-    port = free_port()
-    ready = multiprocessing.get_context("spawn").Event()
-    echo = multiprocessing.get_context("spawn").Process(target=_echo_server, args=(port, ready))
-    echo.start()
-    try:
-        ready.wait(60)
-        rows["echo (bare grpc.aio), unary"] = _measured(echo.pid, _unary(f"127.0.0.1:{port}", body), seconds)
-    finally:
-        echo.terminate()
-        echo.join(30)
+    model_xml = str(config.parent / "dummy" / "1" / "model.xml")
+    for work, name in BARE_SERVERS.items():
+        port = free_port()
+        spawn = multiprocessing.get_context("spawn")
+        ready = spawn.Event()
+        bare = spawn.Process(target=_bare_server, args=(port, ready, work, model_xml))
+        bare.start()
+        try:
+            ready.wait(60)
+            rows[name] = _measured(bare.pid, _unary(f"127.0.0.1:{port}", body), seconds)
+        finally:
+            bare.terminate()
+            bare.join(30)
     peer = start_pyovms(config, ["dummy"], [])
     try:
         pid = peer.process.pid
@@ -127,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             for name, row in measure_round(config, body, args.seconds, mlserver).items():
                 runs.setdefault(name, []).append(row)
-    echo_rps = statistics.median(rps for rps, _ in runs["echo (bare grpc.aio), unary"])
+    echo_rps = statistics.median(rps for rps, _ in runs[BARE_SERVERS["echo"]])
     print("| server | req/s (median) | runs | server CPU ms/request | share of echo's req/s |")
     print("|---|---|---|---|---|")
     for name, rows in runs.items():

@@ -85,8 +85,11 @@ class Model:
 
     def default_version(self) -> ModelVersion | None:
         """The highest AVAILABLE version."""
-        available = [v for v in self.versions.values() if v.state == VersionState.AVAILABLE]
-        return max(available, key=lambda v: v.version) if available else None
+        best = None
+        for entry in self.versions.values():  # on every inference that names no version: no list, no lambda
+            if entry.state == VersionState.AVAILABLE and (best is None or entry.version > best.version):
+                best = entry
+        return best
 
     def available_versions(self) -> list[int]:
         return sorted(v.version for v in self.versions.values() if v.state == VersionState.AVAILABLE)

@@ -44,6 +44,8 @@ class _Output:
     """"number", "string" (OpenVINO string tensor), "string_2d" (U8 rows named *_string) or "placed" (written by
     OpenVINO into a shared memory region)."""
     datatype: str
+    dtype: np.dtype | None = None
+    """The datatype's little-endian numpy type (numbers): an output array of that type is sent as its bytes."""
 
 
 class OpenVinoModel:
@@ -171,7 +173,7 @@ class OpenVinoModel:
         inputs = {name: _spec(name, port) for name, port in zip(input_names, compiled.inputs, strict=True)}
         outputs = {name: _spec(name, port) for name, port in zip(output_names, compiled.outputs, strict=True)}
         reads = [
-            _Output(name, index, _output_kind(outputs[name]), outputs[name].datatype)
+            _Output(name, index, _output_kind(outputs[name]), outputs[name].datatype, _output_dtype(outputs[name]))
             for index, name in sorted(enumerate(output_names), key=lambda item: item[1])
         ]
         return cls(
@@ -242,7 +244,11 @@ def _collect(request: ov.InferRequest, reads: list[_Output]) -> list[InferOutput
             items = datatypes.strings_from_2d(tensor.data)
             outputs.append(InferOutput(read.name, "BYTES", (len(items),), datatypes.join_bytes(items)))
         else:
-            outputs.append(InferOutput.from_array(read.name, tensor.data))
+            data = tensor.data
+            if data.dtype == read.dtype:  # the common case, without looking the datatype up again
+                outputs.append(InferOutput(read.name, read.datatype, data.shape, data.tobytes()))
+            else:
+                outputs.append(InferOutput.from_array(read.name, data))
     return outputs
 
 
@@ -436,6 +442,11 @@ def _output_kind(spec: TensorSpec) -> str:
     if spec.datatype == "UINT8" and len(spec.shape) == 2 and spec.name.endswith("_string"):
         return "string_2d"
     return "number"
+
+
+def _output_dtype(spec: TensorSpec) -> np.dtype | None:
+    datatype = datatypes.DATATYPES.get(spec.datatype)
+    return None if datatype is None else datatype.dtype
 
 
 def _first_line(exc: BaseException) -> str:

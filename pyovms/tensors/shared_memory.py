@@ -232,9 +232,9 @@ class RequestMemory:
 
 def named_by(request: InferRequest) -> bool:
     """Whether an input or a requested output of `request` names a shared memory region."""
-    return any(REGION in p for p in request.output_parameters.values()) or any(
-        REGION in tensor.parameters for tensor in request.inputs if tensor.parameters
-    )
+    if request.output_parameters and any(REGION in p for p in request.output_parameters.values()):
+        return True
+    return any(REGION in tensor.parameters for tensor in request.inputs if tensor.parameters)
 
 
 def _place(parameters: dict[str, Any], what: str) -> tuple[str, int, int]:

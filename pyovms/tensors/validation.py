@@ -103,7 +103,7 @@ def check_buffers(request: InferRequest) -> None:
 def _prepare(spec: TensorSpec, tensor: InferInput) -> Prepared:
     where = f"input name: {spec.name}"
     shape = tensor.shape
-    if any(n < 0 for n in shape):
+    if shape and min(shape) < 0:
         raise ServingError(
             Status.INVALID_SHAPE, f"Negative or zero dimension size is not acceptable: {format_dims(shape)}; {where}"
         )

@@ -67,13 +67,16 @@ def infer_request_from_pb(message: pb.ModelInferRequest) -> InferRequest:
                 parameters=parameters,
             )
         )
-    output_parameters = {o.name: parameters_from_pb(o.parameters) for o in message.outputs if o.parameters}
+    requested = message.outputs  # most requests name none: no comprehensions over an empty field then
+    output_parameters = {}
+    if requested:
+        output_parameters = {o.name: parameters_from_pb(o.parameters) for o in requested if o.parameters}
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version,
         id=message.id,
         inputs=inputs,
-        outputs=[output.name for output in message.outputs],
+        outputs=[output.name for output in requested] if requested else [],
         parameters=parameters_from_pb(message.parameters) if message.parameters else {},
         raw_input_count=raw_count,
         output_parameters=output_parameters,
@@ -82,18 +85,14 @@ def infer_request_from_pb(message: pb.ModelInferRequest) -> InferRequest:
 
 def infer_response_to_pb(response: InferResponse) -> pb.ModelInferResponse:
     message = pb.ModelInferResponse(
-        model_name=response.model_name,
-        model_version=response.model_version,
-        id=response.id,
-        outputs=[
-            pb.ModelInferResponse.InferOutputTensor(name=o.name, datatype=o.datatype, shape=o.shape)
-            for o in response.outputs
-        ],
-        raw_output_contents=[o.raw for o in response.outputs],  # (empty for outputs in shared memory)
+        model_name=response.model_name, model_version=response.model_version, id=response.id
     )
     if response.parameters:
         parameters_to_pb(response.parameters, message.parameters)
-    for output, tensor in zip(response.outputs, message.outputs, strict=True):
+    tensors, raw = message.outputs, message.raw_output_contents
+    for output in response.outputs:  # added in place: half the cost of building the tensors and then the message
+        tensor = tensors.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        raw.append(output.raw)  # (empty for outputs in shared memory)
         if output.parameters:
             parameters_to_pb(output.parameters, tensor.parameters)
     return message
