@@ -38,7 +38,6 @@ NOT_ACTED_ON: dict[str, str] = {
     "sequence_cleaner_poll_wait_minutes": "stateful models are not served",
     "custom_node_resources_cleaner_interval_seconds": "a retired custom node is deinitialized as soon as nothing uses "
     "it, with no periodic cleaner",
-    "cpu_extension": "OpenVINO CPU extension libraries are not loaded",
     "mean": "single-model preprocessing flags are not applied",
     "scale": "single-model preprocessing flags are not applied",
     "color_format": "single-model preprocessing flags are not applied",
@@ -200,7 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--log_path", help="log file (default: stderr)")
     server.add_argument("--cache_dir", help="OpenVINO model cache directory")
-    server.add_argument("--cpu_extension")
+    server.add_argument(
+        "--cpu_extension",
+        help="an OpenVINO extension library added before any model loads (the server stops if it fails)",
+    )
     server.add_argument(
         "--allow_client_shm",
         **flag,
@@ -448,6 +450,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         grpc_workers=args.grpc_workers,
         worker_affinity=args.worker_affinity == "cores",
         inference_threads=inference_threads(args.grpc_workers),
+        cpu_extension=args.cpu_extension or None,
         grpc_max_threads=args.grpc_max_threads,
         grpc_memory_quota=args.grpc_memory_quota,
         grpc_channel_arguments=channel_arguments,

@@ -35,6 +35,7 @@ from .observability.metrics import Metrics, parse_metrics_list
 from .repository.config import GRAPH_FILE, GraphEntry, load_config
 from .repository.registry import Repository
 from .scheduling.infer_requests import PoolSettings
+from .servables.openvino_core import ExtensionError, make_core
 from .settings import Settings
 from .tensors.shared_memory import SharedMemoryRegistry
 from .workers.cores import pin_event_loop
@@ -141,8 +142,13 @@ class ServerRuntime:
             _warn_not_served(settings)
         _log_access(settings)
         repository = Repository(PoolSettings(settings.inline_threshold_us * 1e-6, settings.max_queued_requests))
+        try:
+            core = make_core(settings.cpu_extension)
+        except ExtensionError as exc:
+            raise StartupError(str(exc)) from exc
         self.manager = ModelManager(
             repository,
+            core,
             cache_dir=_cache_dir(settings),
             storage_timeout_s=settings.storage_timeout_s,
             poll_s=settings.file_system_poll_wait_seconds or 1.0,

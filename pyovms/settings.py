@@ -30,6 +30,8 @@ class Settings:
     worker_affinity: bool = True
     """With several `--grpc_workers`, pin each worker's event loop to its own share of the cores (`--worker_affinity
     none`: not)."""
+    cpu_extension: str | None = None
+    """An OpenVINO extension library added to the Core before any model loads (`--cpu_extension`)."""
     inference_threads: int | None = None
     """OpenVINO's CPU threads in this process (INFERENCE_NUM_THREADS of every model whose plugin_config does not set
     it); None: OpenVINO's default, every core. The command sets each `--grpc_workers` process's share of the cores."""

@@ -30,6 +30,7 @@ from ..repository.registry import Model, ModelVersion, Repository, VersionState
 from ..repository.remote_storage import DEFAULT_TIMEOUT_S, Listing, RemoteModelDirectory, is_remote
 from ..repository.version_policy import VersionPolicy
 from ..servables.graphs.graph import Graph
+from ..servables.openvino_core import make_core
 from ..servables.openvino_model import OpenVinoModel
 from ..servables.pipelines.config import PipelineConfig
 from ..servables.pipelines.loading import build_pipeline
@@ -67,7 +68,7 @@ class ModelManager:
         inference_threads: int | None = None,
     ) -> None:
         self.repository = repository or Repository()
-        self.core = core or ov.Core()
+        self.core = core or make_core()
         if inference_threads is not None:  # compile-time properties (a model's plugin_config) override both
             # A --grpc_workers worker: its share of the cores. Its event loop is pinned to that share, and OpenVINO,
             # seeing the process restricted, would pin its own threads there too; they stay free instead.

@@ -25,13 +25,13 @@ from ..tensors import datatypes
 from ..tensors.messages import InferOutput, TensorSpec
 from ..tensors.shapes import Dim, Shape, parse_shape
 from ..tensors.shared_memory import IN_PLACE_MIN_BYTES
+from .model_files import find_model_file
+from .openvino_core import TOKENIZERS_MISSING_HINT, first_line, is_missing_extension, tokenizers_library
 
 log = logging.getLogger("pyovms.openvino_model")
 
 PLATFORM = "OpenVINO"
 MAPPING_FILE = "mapping_config.json"
-# Model file kinds OpenVINO reads, in the order a version directory is searched.
-_MODEL_PATTERNS = ("*.xml", "*.onnx", "*.tflite", "*.pdmodel", "saved_model.pb", "*.pb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +134,7 @@ class OpenVinoModel:
             raise
         except Exception as exc:
             log.error("inference of %s version %d failed: %s", self.name, self.version, exc)
-            raise ServingError(Status.OV_INTERNAL_INFERENCE_ERROR, _first_line(exc)) from exc
+            raise ServingError(Status.OV_INTERNAL_INFERENCE_ERROR, first_line(exc)) from exc
 
     @classmethod
     def load(
@@ -152,7 +152,10 @@ class OpenVinoModel:
         try:
             model = core.read_model(str(model_file))
         except Exception as exc:
-            raise ServingError(Status.NETWORK_NOT_LOADED, f"{model_file}: {_first_line(exc)}") from exc
+            reason = first_line(exc)
+            if is_missing_extension(reason) and tokenizers_library() is None:
+                reason = f"{reason}; {TOKENIZERS_MISSING_HINT}"
+            raise ServingError(Status.NETWORK_NOT_LOADED, f"{model_file}: {reason}") from exc
         mapping = _read_mapping(path if path.is_dir() else path.parent)
         input_names = [_mapped(port, mapping["inputs"]) for port in model.inputs]
         output_names = [_mapped(port, mapping["outputs"]) for port in model.outputs]
@@ -167,7 +170,7 @@ class OpenVinoModel:
             compiled = core.compile_model(model, config.target_device, properties)
         except Exception as exc:
             raise ServingError(
-                Status.CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE, f"{config.target_device}: {_first_line(exc)}"
+                Status.CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE, f"{config.target_device}: {first_line(exc)}"
             ) from exc
         nireq = config.nireq or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         inputs = {name: _spec(name, port) for name, port in zip(input_names, compiled.inputs, strict=True)}
@@ -252,17 +255,6 @@ def _collect(request: ov.InferRequest, reads: list[_Output]) -> list[InferOutput
     return outputs
 
 
-def find_model_file(path: Path) -> Path:
-    """The model file inside a version directory (or `path` itself when it is a file)."""
-    if path.is_file():
-        return path
-    for pattern in _MODEL_PATTERNS:
-        found = sorted(p for p in path.glob(pattern) if p.is_file())
-        if found:
-            return path if found[0].name == "saved_model.pb" else found[0]
-    raise ServingError(Status.FILE_INVALID, f"no model file in {path}")
-
-
 def _read_mapping(directory: Path) -> dict[str, dict[str, str]]:
     mapping: dict[str, dict[str, str]] = {"inputs": {}, "outputs": {}}
     file = directory / MAPPING_FILE
@@ -339,7 +331,7 @@ def _apply_layouts(model: ov.Model, layouts: Mapping[tuple[str, int], tuple[str,
     try:
         return ppp.build()
     except Exception as exc:
-        raise ServingError(Status.LAYOUT_WRONG_FORMAT, _first_line(exc)) from exc
+        raise ServingError(Status.LAYOUT_WRONG_FORMAT, first_line(exc)) from exc
 
 
 def _reshape(
@@ -383,7 +375,7 @@ def _reshape(
     try:
         model.reshape({model.inputs[i]: ov.PartialShape([_to_ov(d) for d in dims]) for i, dims in shapes.items()})
     except Exception as exc:
-        raise ServingError(Status.RESHAPE_ERROR, _first_line(exc)) from exc
+        raise ServingError(Status.RESHAPE_ERROR, first_line(exc)) from exc
 
 
 def _batch_position(port: ov.Output, layout: tuple[str, str | None] | None, rank: int) -> int | None:
@@ -447,10 +439,3 @@ def _output_kind(spec: TensorSpec) -> str:
 def _output_dtype(spec: TensorSpec) -> np.dtype | None:
     datatype = datatypes.DATATYPES.get(spec.datatype)
     return None if datatype is None else datatype.dtype
-
-
-def _first_line(exc: BaseException) -> str:
-    """OpenVINO messages carry C++ source locations first; keep the meaningful last line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    meaningful = [line for line in lines if not line.startswith("Exception from ") and not line.startswith("Check ")]
-    return (meaningful or lines or [type(exc).__name__])[-1]
