@@ -8,7 +8,8 @@ Run by hand, never in CI (PaddlePaddle is a 195 MB wheel), from the repository r
     /tmp/gen-paddle/bin/pip install paddlepaddle==3.3.1 openvino==2026.4.1
     /tmp/gen-paddle/bin/python scripts/format_models/paddle_models.py
 
-Each save runs in a process of its own, since the program format is chosen when paddle is imported.
+Each save runs in a process of its own, since the program format is chosen when paddle is imported. (Paddle records
+each operator's creation call stack in model.pdmodel, so the file names this script and the venv's paths.)
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ def _single_model(tmp_path: Path, model_path: Path, *args: str) -> ServerProcess
     return ServerProcess(["--model_name", "m", "--model_path", str(model_path), *args], tmp_path / "log")
 
 
-@pytest.mark.parametrize("form", ["tf_saved_model", "tflite", "paddle"])
+@pytest.mark.parametrize("form", NUMERIC)
 def test_single_model_mode_directory(tmp_path, form):
     copy_version(form, tmp_path / "model" / "1")
     server = _single_model(tmp_path, tmp_path / "model")
@@ -239,7 +239,7 @@ def test_single_model_mode_directory(tmp_path, form):
         server.stop()
 
 
-@pytest.mark.parametrize("form", ["tf_saved_model", "paddle_pdiparams", "tf_frozen"])
+@pytest.mark.parametrize("form", SINGLE_FILES)
 def test_single_model_mode_file(tmp_path, form):
     """`--model_path .../1/saved_model.pb` serves the SavedModel; `.../model.pdiparams` the Paddle pair."""
     version = copy_version(form.removesuffix("_pdiparams"), tmp_path / "model" / "1")
