@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import ServingError
 from ..observability.statistics import InferStatistics
 from . import datatypes
-from .shapes import Shape
+from .shapes import Shape, element_count
 
 
 class TensorContents(Protocol):
@@ -118,6 +118,15 @@ class TensorSpec:
     """What a BYTES request means for this input: `string`, `string_2d`, `image` or None (not accepted)."""
     layout: str = ""
     """The endpoint layout as OpenVINO writes it (`[N,H,W,C]`, `[N,C,H,W]` ...); empty when unspecified."""
+    exact: tuple[tuple[int, ...], np.dtype, int] | None = field(default=None, init=False, compare=False, repr=False)
+    """(shape, dtype, byte size) of a numeric input with a static shape: raw data of exactly that shape, type and size
+    passes every check at once (`validation.py`'s shortcut); None otherwise."""
+
+    def __post_init__(self) -> None:
+        dtype = datatypes.DATATYPES[self.datatype].dtype if self.datatype in datatypes.DATATYPES else None
+        if dtype is not None and all(d.lo == d.hi for d in self.shape):
+            shape = tuple(d.lo for d in self.shape)
+            object.__setattr__(self, "exact", (shape, dtype, dtype.itemsize * element_count(shape)))
 
     @property
     def metadata_shape(self) -> list[int]:
