@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -28,17 +27,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import FORMATS
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerFast
-
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 WORDS = ["the", "model", "server", "serves", "models", "hello", "world", "open", "vino", "##s", "##ing", ",", "."]
 TEXTS = ["Hello world", "the model server serves models.", "hello unknownword"]
 """Inputs: in-vocabulary words, punctuation and a word the vocabulary lacks ([UNK])."""
 
 
-def hugging_face_tokenizer() -> PreTrainedTokenizerFast:
-    """The WordPiece tokenizer, BERT-style: lowercased, [CLS] ... [SEP], padded with [PAD]."""
+def hugging_face_tokenizer():  # -> transformers.PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -60,7 +55,6 @@ def hugging_face_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def main() -> None:
-    """Convert, check against Hugging Face, write the model and expected.json."""
     import openvino as ov
     import openvino_tokenizers
     import tokenizers
@@ -94,8 +88,7 @@ def main() -> None:
     print(json.dumps(expected))
 
 
-def _port(port: Any) -> dict[str, Any]:
-    """One port as expected.json lists it (OVMS's name, KServe datatype, -1 for a dynamic dimension)."""
+def _port(port) -> dict:
     datatype = {"string": "BYTES", "i64": "INT64", "i32": "INT32"}[port.get_element_type().get_type_name()]
     shape = [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
     return {"name": port.get_any_name(), "datatype": datatype, "shape": shape}
